@@ -1,0 +1,15 @@
+"""daskgmm: Gaussian mixture models fitted by EM on dask, for data larger than memory."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from daskgmm.exceptions import ConvergenceWarning, NotFittedError
+from daskgmm.mixture import GaussianMixture
+
+try:
+    __version__ = version("daskgmm")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["ConvergenceWarning", "GaussianMixture", "NotFittedError", "__version__"]

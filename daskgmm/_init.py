@@ -1,0 +1,175 @@
+"""Initialisation strategies that scale: a uniform row sample, then seeds from it.
+
+One pass draws a uniform sample of rows (seeded per block). ``k-means++`` and
+``random_from_data`` pick the means among the sampled rows (covariances ``reg_covar``,
+as scikit-learn's single-point components); ``kmeans`` runs k-means++ then Lloyd
+iterations on the sample, then one full pass of hard assignments gives the weights,
+means and covariances; ``random`` makes one full pass with uniform random
+responsibilities.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from daskgmm import _kernels as K
+
+logger = logging.getLogger(__name__)
+
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A uniform sample of rows and what the sampling pass learnt about the data."""
+
+    rows: np.ndarray  # (m, d) float64
+    n_samples: int
+
+
+def sample_rate(size: int, n_samples: int | None) -> float:
+    """Probability a row gets a key small enough to be a candidate.
+
+    Large enough that, with overwhelming probability, at least ``size`` rows qualify
+    (mean ``size + 5·sqrt(size) + 10``); 1 when the row count is unknown.
+    """
+    if not n_samples:
+        return 1.0
+    return min(1.0, (size + 5.0 * math.sqrt(size) + 10.0) / n_samples)
+
+
+def kmeans_plusplus(
+    S: np.ndarray, n_clusters: int, rng: np.random.RandomState
+) -> np.ndarray:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii; scikit-learn's variant).
+
+    Parameters
+    ----------
+    S : ndarray of shape (m, d)
+        Rows to seed from (centred by the caller for accuracy).
+    n_clusters : int
+    rng : RandomState
+
+    Returns
+    -------
+    indices : ndarray of int of shape (n_clusters,)
+    """
+    m = S.shape[0]
+    n_trials = 2 + int(np.log(n_clusters))
+    sq_norms = np.einsum("ij,ij->i", S, S)
+    indices = np.empty(n_clusters, dtype=np.int64)
+    indices[0] = rng.randint(m)
+    closest = _sq_dist(S, sq_norms, indices[:1])[0]
+    potential = closest.sum()
+    for c in range(1, n_clusters):
+        draws = rng.uniform(size=n_trials) * potential
+        candidates = np.searchsorted(np.cumsum(closest), draws)
+        np.clip(candidates, None, m - 1, out=candidates)
+        dist = np.minimum(closest, _sq_dist(S, sq_norms, candidates))
+        potentials = dist.sum(axis=1)
+        best = int(np.argmin(potentials))
+        indices[c] = candidates[best]
+        closest, potential = dist[best], potentials[best]
+    return indices
+
+
+def _sq_dist(S: np.ndarray, sq_norms: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Squared distances (len(idx), m) from rows ``S[idx]`` to every row."""
+    d2 = sq_norms[idx][:, None] - 2.0 * (S[idx] @ S.T) + sq_norms[None, :]
+    return np.maximum(d2, 0.0)
+
+
+def lloyd(
+    S: np.ndarray, centers: np.ndarray, *, max_iter: int = 300, tol: float = 1e-4
+) -> np.ndarray:
+    """Lloyd iterations of k-means on the rows ``S`` from ``centers``.
+
+    Stops when the labels no longer change or the squared centre shift falls below
+    ``tol`` times the mean feature variance (scikit-learn's tolerance). A centre that
+    loses all its rows stays where it was.
+    """
+    centers = centers.copy()
+    threshold = tol * float(np.mean(np.var(S, axis=0)))
+    sq_norms = np.einsum("ij,ij->i", S, S)
+    labels = None
+    k = centers.shape[0]
+    for _ in range(max_iter):
+        d2 = sq_norms[:, None] - 2.0 * (S @ centers.T) + np.einsum("ij,ij->i", centers, centers)
+        new_labels = d2.argmin(axis=1)
+        if labels is not None and np.array_equal(labels, new_labels):
+            break
+        labels = new_labels
+        counts = np.bincount(labels, minlength=k)
+        sums = np.zeros_like(centers)
+        np.add.at(sums, labels, S)
+        moved = counts > 0
+        new_centers = centers.copy()
+        new_centers[moved] = sums[moved] / counts[moved, None]
+        shift = float(((new_centers - centers) ** 2).sum())
+        centers = new_centers
+        if shift <= threshold:
+            break
+    return centers
+
+
+def point_components(
+    means: np.ndarray, covariance_type: str, reg_covar: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equal weights, the given means and covariances ``reg_covar`` (one-point components)."""
+    n_components, n_features = means.shape
+    cov = {
+        "full": np.broadcast_to(np.eye(n_features), (n_components, n_features, n_features)),
+        "tied": np.eye(n_features),
+        "diag": np.ones((n_components, n_features)),
+        "spherical": np.ones(n_components),
+    }[covariance_type] * reg_covar
+    weights = np.full(n_components, 1.0 / n_components)
+    return weights, means.copy(), np.array(cov)
+
+
+def initial_parameters(
+    method: str,
+    sample: Sample,
+    *,
+    n_components: int,
+    covariance_type: str,
+    reg_covar: float,
+    rng: np.random.RandomState,
+    full_pass: Callable[[Callable, object, str], dict],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Initial weights, means and covariances by ``method``.
+
+    Parameters
+    ----------
+    method : {'kmeans', 'k-means++', 'random', 'random_from_data'}
+    sample : Sample
+    n_components, covariance_type, reg_covar : as the estimator
+    rng : RandomState
+        Client-side randomness (seeding, per-block seeds of the random pass).
+    full_pass : callable
+        ``full_pass(kernel, params, name)`` runs a tree-reduced pass over all rows.
+    """
+    rows = sample.rows
+    center = rows.mean(axis=0)
+    centred = rows - center
+    if method in ("k-means++", "kmeans"):
+        seeds = centred[kmeans_plusplus(centred, n_components, rng)]
+        if method == "k-means++":
+            return point_components(seeds + center, covariance_type, reg_covar)
+        centers = lloyd(centred, seeds) + center
+        stats = full_pass(K.hard_assign_block, (centers, covariance_type), "init-kmeans")
+        return K.m_step(stats, centers, reg_covar, covariance_type)
+    if method == "random_from_data":
+        idx = rng.choice(rows.shape[0], size=n_components, replace=False)
+        return point_components(rows[idx], covariance_type, reg_covar)
+    seed = int(rng.randint(np.iinfo(np.int32).max))
+    stats = full_pass(
+        K.random_resp_block, (seed, n_components, center, covariance_type), "init-random"
+    )
+    shifts = np.broadcast_to(center, (n_components, center.size))
+    return K.m_step(stats, shifts, reg_covar, covariance_type)

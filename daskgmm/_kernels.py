@@ -1,0 +1,704 @@
+"""Pure NumPy math of EM for Gaussian mixtures, on one block of rows.
+
+Nothing here imports dask: every function is a pure function of NumPy arrays, so
+each formula can be tested on a small array against an independent reference.
+
+Conventions
+-----------
+The parameters of a component are its weight, its mean and the Cholesky factor of its
+precision, ``precisions_cholesky`` (upper triangular ``U`` with ``precision = U @ U.T``,
+as in scikit-learn). The chunk kernels work on rows shifted by a pilot ``center`` (the
+weighted mean of the component means) and accumulate, per component ``k`` and in
+float64 whatever the input dtype, the *shifted* sufficient statistics
+
+    nk[k]  = Σ_n γ_nk
+    s1[k]  = Σ_n γ_nk (x_n − μ_k)
+    s2[k]  = Σ_n γ_nk (x_n − μ_k)(x_n − μ_k)ᵀ     (full; summed over k for tied;
+                                                   the diagonal only for diag/spherical)
+
+with ``μ_k`` the mean the responsibilities were computed with. The M-step then needs no
+subtraction of two large numbers, ``Σ_k = s2/nk − δδᵀ`` with ``δ = s1/nk`` small, so data
+far from the origin (offsets of 1e8, float32 pixels) keep all their digits.
+
+Rows are processed in sub-blocks whose temporaries stay around a few MiB whatever the
+chunk size; the temporaries live in per-thread buffers reused from call to call
+(freshly touched memory is slow, see FIELD-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+LOG_2PI = math.log(2.0 * math.pi)
+EPS = np.finfo(np.float64).eps
+# Largest number of float64 elements of one (rows, K, d) temporary in a sub-block.
+SUBBLOCK_ELEMENTS = 1 << 18
+MIN_SUBBLOCK_ROWS = 64
+MAX_SUBBLOCK_ROWS = 8192
+
+ILL_DEFINED_MESSAGE = (
+    "Fitting the mixture model failed because some components have ill-defined "
+    "empirical covariance (for instance caused by singleton or collapsed samples). "
+    "Try to decrease the number of components, increase reg_covar, or scale the "
+    "input data."
+)
+
+
+###############################################################################
+# Per-thread scratch buffers
+
+
+_local = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Return a float64 scratch array of ``shape``, reused by later calls in this thread.
+
+    The contents are undefined. Different names never alias each other.
+    """
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    size = math.prod(shape)
+    buf = buffers.get(name)
+    if buf is None or buf.size < size:
+        buf = buffers[name] = np.empty(max(size, 1), dtype=np.float64)
+    return buf[:size].reshape(shape)
+
+
+def subblock_rows(n_components: int, n_features: int) -> int:
+    """Number of rows per sub-block so the (rows, K, d) temporaries stay small."""
+    per_row = n_components * n_features + n_components + n_features
+    rows = SUBBLOCK_ELEMENTS // max(per_row, 1)
+    return int(min(max(rows, MIN_SUBBLOCK_ROWS), MAX_SUBBLOCK_ROWS))
+
+
+###############################################################################
+# Parameters: precisions, Cholesky factors, determinants (client side)
+
+
+def precision_cholesky_from_covariances(
+    covariances: np.ndarray, covariance_type: str
+) -> np.ndarray:
+    """Cholesky factors of the precisions from covariances.
+
+    Parameters
+    ----------
+    covariances : ndarray
+        ``full``: (K, d, d); ``tied``: (d, d); ``diag``: (K, d); ``spherical``: (K,).
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+
+    Returns
+    -------
+    precisions_cholesky : ndarray of the same shape
+        Upper-triangular ``U`` with ``inv(covariance) = U @ U.T``.
+
+    Raises
+    ------
+    ValueError
+        When a covariance is not positive definite.
+    """
+    covariances = np.asarray(covariances, dtype=np.float64)
+    if covariance_type in ("diag", "spherical"):
+        if not np.all(covariances > 0.0):
+            raise ValueError(ILL_DEFINED_MESSAGE)
+        return 1.0 / np.sqrt(covariances)
+    stack = covariances[None] if covariance_type == "tied" else covariances
+    d = stack.shape[-1]
+    out = np.empty_like(stack)
+    eye = np.eye(d)
+    for k, cov in enumerate(stack):
+        try:
+            chol = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            raise ValueError(ILL_DEFINED_MESSAGE) from None
+        # inv(cov) = inv(L).T @ inv(L): the factor is inv(L).T, upper triangular.
+        out[k] = solve_triangular(chol, eye, lower=True).T
+    return out[0] if covariance_type == "tied" else out
+
+
+def _flip(a: np.ndarray) -> np.ndarray:
+    return a[..., ::-1, ::-1]
+
+
+def precision_cholesky_from_precisions(
+    precisions: np.ndarray, covariance_type: str
+) -> np.ndarray:
+    """Upper-triangular ``U`` with ``precision = U @ U.T``, from the precisions.
+
+    With ``J`` the exchange matrix, ``J P J = L Lᵀ`` gives ``P = (J L J)(J L J)ᵀ``
+    and ``J L J`` is upper triangular.
+    """
+    precisions = np.asarray(precisions, dtype=np.float64)
+    if covariance_type in ("diag", "spherical"):
+        return np.sqrt(precisions)
+    try:
+        return _flip(np.linalg.cholesky(_flip(precisions)))
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            f"precisions_init: the '{covariance_type}' precision must be symmetric "
+            "positive definite; pass inverse covariance matrices"
+        ) from None
+
+
+def precisions_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Precisions ``U @ U.T`` (full, tied) or ``U**2`` (diag, spherical)."""
+    if covariance_type in ("diag", "spherical"):
+        return prec_chol**2
+    return prec_chol @ np.swapaxes(prec_chol, -1, -2)
+
+
+def covariances_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Covariances ``inv(U @ U.T) = inv(U).T @ inv(U)`` from precision Cholesky factors."""
+    if covariance_type in ("diag", "spherical"):
+        return 1.0 / prec_chol**2
+    stack = prec_chol[None] if covariance_type == "tied" else prec_chol
+    eye = np.eye(stack.shape[-1])
+    inv = np.stack([solve_triangular(u, eye, lower=False) for u in stack])
+    cov = np.swapaxes(inv, -1, -2) @ inv
+    return cov[0] if covariance_type == "tied" else cov
+
+
+def log_det_cholesky(
+    prec_chol: np.ndarray, covariance_type: str, n_features: int
+) -> np.ndarray | float:
+    """Log-determinant of the precision Cholesky factor, per component.
+
+    ``log det(U) = ½ log det(precision) = −½ log det(covariance)``.
+    """
+    if covariance_type == "full":
+        return np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
+    if covariance_type == "tied":
+        return float(np.log(np.diagonal(prec_chol)).sum())
+    if covariance_type == "diag":
+        return np.log(prec_chol).sum(axis=1)
+    return n_features * np.log(prec_chol)
+
+
+def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
+    """Number of free parameters of the mixture (for BIC/AIC)."""
+    cov_params = {
+        "full": n_components * n_features * (n_features + 1) / 2.0,
+        "tied": n_features * (n_features + 1) / 2.0,
+        "diag": n_components * n_features,
+        "spherical": n_components,
+    }[covariance_type]
+    return int(cov_params + n_features * n_components + n_components - 1)
+
+
+###############################################################################
+# What the chunk kernels receive
+
+
+@dataclass(frozen=True)
+class KernelParams:
+    """Parameters of the mixture in the form the chunk kernels use them.
+
+    Built once per iteration on the client by :func:`prepare`; small (K·d² floats).
+
+    Attributes
+    ----------
+    covariance_type : str
+    center : ndarray of shape (d,)
+        Pilot shift subtracted from every row before any product.
+    shifts : ndarray of shape (K, d)
+        Component means minus ``center``.
+    proj : ndarray
+        ``full``: (d, K·d), the K precision Cholesky factors side by side;
+        ``tied``: (d, d); ``diag``/``spherical``: (K, d).
+    proj_shifts : ndarray
+        ``shifts`` projected by the factors: (K·d,) for full, (K, d) otherwise.
+    log_norm : ndarray of shape (K,)
+        ``log π_k + log det U_k − d/2 log 2π``.
+    """
+
+    covariance_type: str
+    center: np.ndarray
+    shifts: np.ndarray
+    proj: np.ndarray
+    proj_shifts: np.ndarray
+    log_norm: np.ndarray
+
+    @property
+    def n_components(self) -> int:
+        return self.shifts.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.shifts.shape[1]
+
+
+def prepare(
+    weights: np.ndarray,
+    means: np.ndarray,
+    prec_chol: np.ndarray,
+    covariance_type: str,
+) -> KernelParams:
+    """Turn mixture parameters into the arrays the chunk kernels need."""
+    weights = np.asarray(weights, dtype=np.float64)
+    means = np.asarray(means, dtype=np.float64)
+    prec_chol = np.asarray(prec_chol, dtype=np.float64)
+    n_components, n_features = means.shape
+    total = weights.sum()
+    center = (weights / total) @ means if total > 0 else means.mean(axis=0)
+    shifts = means - center
+    if covariance_type == "full":
+        # proj[:, k*d:(k+1)*d] = U_k
+        proj = np.ascontiguousarray(
+            prec_chol.transpose(1, 0, 2).reshape(n_features, n_components * n_features)
+        )
+        proj_shifts = np.einsum("ki,kij->kj", shifts, prec_chol).reshape(-1)
+    elif covariance_type == "tied":
+        proj = np.ascontiguousarray(prec_chol)
+        proj_shifts = shifts @ prec_chol
+    else:
+        if covariance_type == "spherical":
+            prec_chol = np.repeat(prec_chol[:, None], n_features, axis=1)
+        proj = np.ascontiguousarray(prec_chol)
+        proj_shifts = shifts * prec_chol
+    log_det = log_det_cholesky(
+        np.asarray(prec_chol) if covariance_type != "spherical" else prec_chol[:, 0],
+        covariance_type,
+        n_features,
+    )
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(weights)
+    log_norm = log_weights + log_det - 0.5 * n_features * LOG_2PI
+    return KernelParams(
+        covariance_type=covariance_type,
+        center=center,
+        shifts=np.ascontiguousarray(shifts),
+        proj=proj,
+        proj_shifts=np.ascontiguousarray(proj_shifts),
+        log_norm=np.broadcast_to(log_norm, (n_components,)).astype(np.float64),
+    )
+
+
+###############################################################################
+# Log-densities of one sub-block
+
+
+def _mahalanobis(x0: np.ndarray, kp: KernelParams) -> np.ndarray:
+    """Squared Mahalanobis distances (b, K) of centred rows ``x0`` (b, d)."""
+    b, d = x0.shape
+    k = kp.n_components
+    if kp.covariance_type == "full":
+        y = _scratch("y", (b, k * d))
+        np.matmul(x0, kp.proj, out=y)
+        y -= kp.proj_shifts
+        y *= y
+        return y.reshape(b, k, d).sum(axis=2)
+    z = _scratch("z", (b, k, d))
+    if kp.covariance_type == "tied":
+        y = _scratch("y", (b, d))
+        np.matmul(x0, kp.proj, out=y)
+        np.subtract(y[:, None, :], kp.proj_shifts, out=z)
+    else:
+        np.multiply(x0[:, None, :], kp.proj, out=z)
+        z -= kp.proj_shifts
+    z *= z
+    return z.sum(axis=2)
+
+
+def _weighted_log_prob(x0: np.ndarray, kp: KernelParams) -> np.ndarray:
+    """``log π_k + log N(x | μ_k, Σ_k)`` for centred rows, shape (b, K)."""
+    lp = _mahalanobis(x0, kp)
+    lp *= -0.5
+    lp += kp.log_norm
+    return lp
+
+
+def _normalize_in_place(lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log-sum-exp over components; turns ``lp`` into responsibilities in place.
+
+    Returns
+    -------
+    lse : ndarray of shape (b,)
+        ``log Σ_k exp(lp[:, k])``; 0 for rows whose log-densities are not finite.
+    ok : ndarray of bool of shape (b,)
+        False for rows with no finite log-density (NaN, inf or overflowing input);
+        their responsibilities are set to 0.
+    """
+    m = lp.max(axis=1)
+    ok = np.isfinite(m)
+    all_ok = bool(ok.all())
+    if not all_ok:
+        lp[~ok] = 0.0
+        m[~ok] = 0.0
+    lp -= m[:, None]
+    np.exp(lp, out=lp)
+    s = lp.sum(axis=1)
+    lp /= s[:, None]
+    lse = np.log(s)
+    lse += m
+    if not all_ok:
+        lp[~ok] = 0.0
+        lse[~ok] = 0.0
+    return lse, ok
+
+
+###############################################################################
+# Sufficient statistics
+
+
+def empty_stats(n_components: int, n_features: int, covariance_type: str) -> dict:
+    """Zeroed statistics of a block: the unit of the tree reduction."""
+    k, d = n_components, n_features
+    s2_shape = {"full": (k, d, d), "tied": (d, d)}.get(covariance_type, (k, d))
+    return {
+        "nk": np.zeros(k),
+        "s1": np.zeros((k, d)),
+        "s2": np.zeros(s2_shape),
+        "loglik": 0.0,
+        "n": 0,
+        "n_bad": 0,
+        "first_bad": None,
+    }
+
+
+def _accumulate(
+    x0: np.ndarray, resp: np.ndarray, shifts: np.ndarray, stats: dict, ctype: str
+) -> None:
+    """Add ``Σ γ``, ``Σ γ (x − c_k)`` and the second moments of one sub-block."""
+    b, d = x0.shape
+    stats["nk"] += resp.sum(axis=0)
+    if ctype in ("full", "tied"):
+        diff = _scratch("diff", (b, d))
+        w = _scratch("w", (b, d))
+        s2 = stats["s2"]
+        for k in range(shifts.shape[0]):
+            np.subtract(x0, shifts[k], out=diff)
+            stats["s1"][k] += resp[:, k] @ diff
+            np.multiply(diff, resp[:, k : k + 1], out=w)
+            if ctype == "full":
+                s2[k] += w.T @ diff
+            else:
+                s2 += w.T @ diff
+        return
+    diff = _scratch("zdiff", (b, shifts.shape[0], d))
+    np.subtract(x0[:, None, :], shifts, out=diff)
+    w = _scratch("zw", diff.shape)
+    np.multiply(diff, resp[:, :, None], out=w)
+    stats["s1"] += w.sum(axis=0)
+    w *= diff
+    stats["s2"] += w.sum(axis=0)
+
+
+def _note_bad_rows(stats: dict, ok: np.ndarray, start: int, block_index: int) -> None:
+    n_bad = int(ok.size - np.count_nonzero(ok))
+    if n_bad:
+        stats["n_bad"] += n_bad
+        if stats["first_bad"] is None:
+            stats["first_bad"] = (block_index, start + int(np.argmin(ok)))
+
+
+def _centred(xb: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """Rows minus ``center`` in float64 in a scratch buffer (casts float32 on the fly)."""
+    x0 = _scratch("x0", xb.shape)
+    np.subtract(xb, center, out=x0, dtype=np.float64, casting="unsafe")
+    return x0
+
+
+def estep_block(X: np.ndarray, kp: KernelParams, block_index: int = 0) -> dict:
+    """E-step statistics of one block of rows under the mixture ``kp``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        Rows of any float dtype; everything is accumulated in float64.
+    kp : KernelParams
+    block_index : int
+        Position of the block, to locate the first non-finite row.
+
+    Returns
+    -------
+    stats : dict
+        ``nk`` (K,), ``s1`` (K, d), ``s2``, ``loglik`` (sum of per-row log-likelihood),
+        ``n``, ``n_bad`` (rows with no finite log-density) and ``first_bad``
+        ((block, row) of the first such row, or None). ``s1``/``s2`` are shifted by
+        the component means of ``kp``.
+    """
+    n, d = X.shape
+    ctype = kp.covariance_type
+    stats = empty_stats(kp.n_components, d, ctype)
+    rows = subblock_rows(kp.n_components, d)
+    loglik = 0.0
+    for start in range(0, n, rows):
+        x0 = _centred(X[start : start + rows], kp.center)
+        resp = _weighted_log_prob(x0, kp)
+        lse, ok = _normalize_in_place(resp)
+        if not ok.all():
+            _note_bad_rows(stats, ok, start, block_index)
+            x0[~ok] = 0.0
+        loglik += float(lse.sum())
+        _accumulate(x0, resp, kp.shifts, stats, ctype)
+    stats["loglik"] = loglik
+    stats["n"] = n
+    return stats
+
+
+def hard_assign_block(
+    X: np.ndarray, centers_and_type: tuple[np.ndarray, str], block_index: int = 0
+) -> dict:
+    """Statistics of a block with every row given wholly to its nearest centre.
+
+    Used by the ``kmeans`` initialisation after Lloyd iterations on a sample.
+    ``centers_and_type`` is ``(centers (K, d), covariance_type)``; ``s1`` and ``s2``
+    are shifted by ``centers``.
+    """
+    centers, ctype = centers_and_type
+    n, d = X.shape
+    k = centers.shape[0]
+    center = centers.mean(axis=0)
+    shifts = centers - center
+    stats = empty_stats(k, d, ctype)
+    rows = subblock_rows(k, d)
+    for start in range(0, n, rows):
+        x0 = _centred(X[start : start + rows], center)
+        b = x0.shape[0]
+        z = _scratch("z", (b, k, d))
+        np.subtract(x0[:, None, :], shifts, out=z)
+        z *= z
+        dist = z.sum(axis=2)
+        ok = np.isfinite(dist).all(axis=1)
+        if not ok.all():
+            _note_bad_rows(stats, ok, start, block_index)
+            x0[~ok] = 0.0
+        resp = _scratch("resp", (b, k))
+        resp[:] = 0.0
+        resp[np.arange(b), dist.argmin(axis=1)] = 1.0
+        resp[~ok] = 0.0
+        _accumulate(x0, resp, shifts, stats, ctype)
+    stats["n"] = n
+    return stats
+
+
+def random_resp_block(
+    X: np.ndarray, spec: tuple[int, int, np.ndarray, str], block_index: int = 0
+) -> dict:
+    """Statistics of a block under uniform random responsibilities (``init='random'``).
+
+    ``spec`` is ``(seed, n_components, center, covariance_type)``; the random numbers
+    come from a generator keyed by ``(seed, block_index)`` so the result does not
+    depend on which worker runs the block. ``s1``/``s2`` are shifted by ``center`` for
+    every component.
+    """
+    seed, n_components, center, ctype = spec
+    n, d = X.shape
+    rng = np.random.default_rng(np.random.SeedSequence([seed, block_index]))
+    shifts = np.zeros((n_components, d))
+    stats = empty_stats(n_components, d, ctype)
+    rows = subblock_rows(n_components, d)
+    for start in range(0, n, rows):
+        x0 = _centred(X[start : start + rows], center)
+        resp = rng.uniform(size=(x0.shape[0], n_components))
+        resp /= resp.sum(axis=1, keepdims=True)
+        ok = np.isfinite(x0).all(axis=1)
+        if not ok.all():
+            _note_bad_rows(stats, ok, start, block_index)
+            x0[~ok] = 0.0
+            resp[~ok] = 0.0
+        _accumulate(x0, resp, shifts, stats, ctype)
+    stats["n"] = n
+    return stats
+
+
+def combine_stats(*parts: dict) -> dict:
+    """Sum block statistics in a fixed order (bitwise reproducible)."""
+    out = {key: (v.copy() if isinstance(v, np.ndarray) else v) for key, v in parts[0].items()}
+    for part in parts[1:]:
+        for key in ("nk", "s1", "s2"):
+            out[key] += part[key]
+        out["loglik"] += part["loglik"]
+        out["n"] += part["n"]
+        out["n_bad"] += part["n_bad"]
+        if out["first_bad"] is None:
+            out["first_bad"] = part["first_bad"]
+    return out
+
+
+###############################################################################
+# M-step (client side)
+
+
+def m_step(
+    stats: dict, shifts: np.ndarray, reg_covar: float, covariance_type: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """New weights, means and covariances from the reduced statistics.
+
+    Parameters
+    ----------
+    stats : dict
+        Reduced statistics with ``s1``/``s2`` shifted by ``shifts``.
+    shifts : ndarray of shape (K, d)
+        The per-component shifts (absolute coordinates) the statistics used.
+    reg_covar : float
+        Added to the diagonal of every covariance.
+    covariance_type : str
+
+    Returns
+    -------
+    weights : ndarray of shape (K,)
+    means : ndarray of shape (K, d)
+    covariances : ndarray, shape by ``covariance_type``
+    """
+    nk = stats["nk"] + 10 * EPS
+    delta = stats["s1"] / nk[:, None]
+    means = shifts + delta
+    s2 = stats["s2"]
+    if covariance_type == "full":
+        cov = s2 / nk[:, None, None] - delta[:, :, None] * delta[:, None, :]
+        cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+        cov[:, np.arange(cov.shape[1]), np.arange(cov.shape[1])] += reg_covar
+    elif covariance_type == "tied":
+        cov = (s2 - np.einsum("k,ki,kj->ij", nk, delta, delta)) / nk.sum()
+        cov = 0.5 * (cov + cov.T)
+        cov.flat[:: cov.shape[0] + 1] += reg_covar
+    else:
+        cov = s2 / nk[:, None] - delta**2 + reg_covar
+        if covariance_type == "spherical":
+            cov = cov.mean(axis=1)
+    return nk / nk.sum(), means, cov
+
+
+###############################################################################
+# Per-row outputs (predict, predict_proba, score_samples)
+
+
+def _per_row(X: np.ndarray, kp: KernelParams, what: str) -> np.ndarray:
+    n, d = X.shape
+    k = kp.n_components
+    out = np.empty((n, k) if what == "proba" else (n,), dtype=np.float64)
+    rows = subblock_rows(k, d)
+    for start in range(0, n, rows):
+        x0 = _centred(X[start : start + rows], kp.center)
+        lp = _weighted_log_prob(x0, kp)
+        if what == "label":
+            m = lp.max(axis=1)
+            if not np.isfinite(m).all():
+                raise_non_finite(int((~np.isfinite(m)).sum()), "X", context="")
+            out[start : start + rows] = lp.argmax(axis=1)
+            continue
+        lse, ok = _normalize_in_place(lp)
+        if not ok.all():
+            raise_non_finite(int((~ok).sum()), "X", context="")
+        if what == "proba":
+            out[start : start + rows] = lp
+        else:
+            out[start : start + rows] = lse
+    return out
+
+
+def predict_block(X: np.ndarray, kp: KernelParams) -> np.ndarray:
+    """Index of the most probable component per row, int64 (n,)."""
+    return _per_row(X, kp, "label").astype(np.int64)
+
+
+def predict_proba_block(X: np.ndarray, kp: KernelParams, dtype=np.float64) -> np.ndarray:
+    """Responsibilities (n, K)."""
+    return _per_row(X, kp, "proba").astype(dtype, copy=False)
+
+
+def score_samples_block(X: np.ndarray, kp: KernelParams, dtype=np.float64) -> np.ndarray:
+    """Log-density of each row under the mixture (n,)."""
+    return _per_row(X, kp, "score").astype(dtype, copy=False)
+
+
+def loglik_block(X: np.ndarray, kp: KernelParams, block_index: int = 0) -> dict:
+    """Sum of log-densities and row count of a block (for score, BIC, AIC)."""
+    n, d = X.shape
+    rows = subblock_rows(kp.n_components, d)
+    stats = {"loglik": 0.0, "n": n, "n_bad": 0, "first_bad": None}
+    for start in range(0, n, rows):
+        x0 = _centred(X[start : start + rows], kp.center)
+        lse, ok = _normalize_in_place(_weighted_log_prob(x0, kp))
+        if not ok.all():
+            _note_bad_rows(stats, ok, start, block_index)
+        stats["loglik"] += float(lse.sum())
+    return stats
+
+
+def combine_loglik(*parts: dict) -> dict:
+    """Sum :func:`loglik_block` results in a fixed order."""
+    out = dict(parts[0])
+    for part in parts[1:]:
+        out["loglik"] += part["loglik"]
+        out["n"] += part["n"]
+        out["n_bad"] += part["n_bad"]
+        if out["first_bad"] is None:
+            out["first_bad"] = part["first_bad"]
+    return out
+
+
+def raise_non_finite(n_bad: int, name: str, context: str) -> None:
+    """Raise the one-line error for rows with NaN, infinity or overflowing values."""
+    raise ValueError(
+        f"Input {name} contains NaN or infinity (or values too large for float64) in "
+        f"{n_bad} row(s){context}; drop or impute those rows before fitting or predicting"
+    )
+
+
+###############################################################################
+# Uniform row sample (initialisation)
+
+
+def sample_block(
+    X: np.ndarray, seed_size_rate: tuple[int, int, float], block_index: int = 0
+) -> dict:
+    """A uniform random sample of the block's rows, by priority keys.
+
+    Every row gets a key ``u ~ U(0, 1)`` from a generator keyed by
+    ``(seed, block_index)``; rows with ``u < rate`` are kept (at most ``size`` of the
+    smallest). Keeping the ``size`` smallest keys over all blocks is a uniform sample
+    without replacement, reproducible for a given chunking.
+
+    Returns
+    -------
+    dict
+        ``keys`` (m,), ``rows`` (m, d) in the block's dtype, ``n``, ``n_bad`` (rows with
+        NaN or inf) and ``first_bad``.
+    """
+    seed, size, rate = seed_size_rate
+    n = X.shape[0]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, block_index]))
+    keys = rng.random(n)
+    row_sums = X.sum(axis=1, dtype=np.float64)
+    ok = np.isfinite(row_sums)
+    stats = {"n": n, "n_bad": 0, "first_bad": None}
+    if not ok.all():
+        # A row sum may overflow with finite entries: confirm on those rows only.
+        ok[~ok] = np.isfinite(X[~ok]).all(axis=1)
+        _note_bad_rows(stats, ok, 0, block_index)
+        keys[~ok] = 2.0
+    picked = np.flatnonzero(keys < rate)
+    if picked.size > size:
+        picked = picked[np.argsort(keys[picked], kind="stable")[:size]]
+    stats["keys"] = keys[picked]
+    stats["rows"] = np.asarray(X[picked])
+    stats["size"] = size
+    return stats
+
+
+def combine_samples(*parts: dict) -> dict:
+    """Keep the rows with the smallest keys among several samples."""
+    keys = np.concatenate([p["keys"] for p in parts])
+    rows = np.concatenate([p["rows"] for p in parts])
+    size = parts[0]["size"]
+    if keys.size > size:
+        order = np.argsort(keys, kind="stable")[:size]
+        keys, rows = keys[order], rows[order]
+    first_bad = next((p["first_bad"] for p in parts if p["first_bad"] is not None), None)
+    return {
+        "keys": keys,
+        "rows": rows,
+        "size": size,
+        "n": sum(p["n"] for p in parts),
+        "n_bad": sum(p["n_bad"] for p in parts),
+        "first_bad": first_bad,
+    }

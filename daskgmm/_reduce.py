@@ -1,0 +1,127 @@
+"""Wiring of the chunk kernels into dask graphs.
+
+A pass over the data is one graph: a task per row block calling a pure kernel with the
+block and the parameters (one graph key, shared by every block task), then a tree of
+combine tasks of fan-in ``split_every``, then one result. Keys are named after what the
+tasks do (``gmm-estep``, ``gmm-combine``...) so the dashboard tells them apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask._task_spec import DataNode, Task, TaskRef
+from dask.base import tokenize
+from dask.core import flatten
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SPLIT_EVERY = 16
+
+
+def block_keys(X: da.Array) -> list:
+    """Keys of the row blocks of a 2-D dask array whose feature axis is one chunk."""
+    if X.ndim != 2 or X.numblocks[1] != 1:
+        raise ValueError("internal: the feature axis must be a single chunk")
+    return list(flatten(X.__dask_keys__()))
+
+
+def tree_reduce(
+    X: da.Array,
+    kernel: Callable[..., Any],
+    params: Any,
+    combine: Callable[..., Any],
+    *,
+    name: str,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+) -> Delayed:
+    """Map ``kernel(block, params, block_index)`` over the row blocks, tree-combine.
+
+    Parameters
+    ----------
+    X : dask.array.Array of shape (n_samples, n_features)
+        Feature axis in one chunk.
+    kernel : callable
+        Pure function of a NumPy block, ``params`` and the block's index.
+    params : object
+        Passed to every block task by reference: one key in the graph, whatever its size.
+    combine : callable
+        ``combine(*partials)`` returning a partial of the same kind; called in block
+        order, so the result is bitwise reproducible.
+    name : str
+        Task-name prefix, e.g. ``"estep"`` gives ``gmm-estep-<token>``.
+    split_every : int
+        Fan-in of the tree (at least 2).
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        The combined result; compute it once.
+    """
+    split_every = max(int(split_every), 2)
+    keys = block_keys(X)
+    token = tokenize(X.name, params, kernel, combine, split_every)
+    params_key = f"gmm-params-{token}"
+    graph: dict = {params_key: DataNode(params_key, params)}
+    level = []
+    for i, key in enumerate(keys):
+        task_key = (f"gmm-{name}-{token}", i)
+        graph[task_key] = Task(task_key, kernel, TaskRef(key), TaskRef(params_key), i)
+        level.append(task_key)
+    depth = 0
+    while len(level) > 1:
+        depth += 1
+        nxt = []
+        for j in range(0, len(level), split_every):
+            group = level[j : j + split_every]
+            task_key = (f"gmm-{name}-combine-{token}", depth, j // split_every)
+            graph[task_key] = Task(task_key, combine, *[TaskRef(k) for k in group])
+            nxt.append(task_key)
+        level = nxt
+    final_key = f"gmm-{name}-total-{token}"
+    graph[final_key] = Task(final_key, _identity, TaskRef(level[0]))
+    hlg = HighLevelGraph.from_collections(final_key, graph, dependencies=[X])
+    return Delayed(final_key, hlg)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def map_rows(
+    X: da.Array,
+    kernel: Callable[..., np.ndarray],
+    params: Any,
+    *,
+    name: str,
+    n_columns: int | None,
+    dtype: Any,
+    **kwargs: Any,
+) -> da.Array:
+    """Lazy per-row output of ``kernel(block, params, **kwargs)`` with X's row chunks.
+
+    ``n_columns=None`` gives a 1-D output (n_samples,), otherwise (n_samples, n_columns).
+    ``params`` becomes one graph key shared by every block.
+    """
+    token = tokenize(X.name, params, kernel, kwargs)
+    params_delayed = dask.delayed(params, pure=True, name=f"gmm-params-{token}")
+    out_name = f"gmm-{name}-{token}"
+    if n_columns is None:
+        return X.map_blocks(
+            kernel, params_delayed, drop_axis=1, dtype=dtype, name=out_name, **kwargs
+        )
+    return X.map_blocks(
+        kernel,
+        params_delayed,
+        chunks=(X.chunks[0], (n_columns,)),
+        dtype=dtype,
+        name=out_name,
+        **kwargs,
+    )

@@ -1,0 +1,658 @@
+"""GaussianMixture: scikit-learn's estimator, fitted by out-of-core EM on dask."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import math
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from daskgmm import _kernels as K
+from daskgmm._em import DataPasses, Parameters, RunResult, precision_parameters, run_em
+from daskgmm._init import INIT_METHODS, Sample, initial_parameters, sample_rate
+from daskgmm._reduce import DEFAULT_SPLIT_EVERY, map_rows, tree_reduce
+from daskgmm._validation import (
+    Data,
+    check_init_array,
+    check_input,
+    check_int,
+    check_option,
+    check_precisions_init,
+    check_random_state,
+    check_real,
+    check_weights_init,
+    count_non_finite_rows,
+)
+from daskgmm.exceptions import ConvergenceWarning, NotFittedError
+
+logger = logging.getLogger("daskgmm")
+
+PERSIST_OPTIONS = ("auto", True, False)
+# Rows with NumPy input below which predictions run in the calling thread.
+_DIRECT_ROWS = 100_000
+# Target bytes of one row block when NumPy input is split for the fit.
+_TARGET_CHUNK_BYTES = 64 * 2**20
+# Share of the memory available that persist='auto' may fill with the data.
+_PERSIST_SHARE = 0.5
+
+
+class GaussianMixture:
+    """Gaussian mixture fitted by EM over dask arrays, for data larger than memory.
+
+    The parameters, attributes and methods are those of scikit-learn's
+    ``sklearn.mixture.GaussianMixture``; the fit makes one tree-reduced pass over
+    the data per EM iteration, so memory is bounded by the chunk size.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        Form of the covariance of each component.
+    tol : float, default=1e-3
+        Convergence threshold on the change of the mean log-likelihood.
+    reg_covar : float, default=1e-6
+        Added to the diagonal of the covariances so they stay positive definite.
+    max_iter : int, default=100
+        Number of EM iterations (data passes) per initialisation.
+    n_init : int, default=1
+        Number of initialisations; the best lower bound is kept.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default='kmeans'
+        How the parameters are initialised (on a uniform row sample, see Notes).
+    weights_init : array-like of shape (n_components,), default=None
+    means_init : array-like of shape (n_components, n_features), default=None
+    precisions_init : array-like, default=None
+        Shape (n_components, n_features, n_features) for 'full', (n_features,
+        n_features) for 'tied', (n_components, n_features) for 'diag',
+        (n_components,) for 'spherical'.
+    random_state : int, RandomState instance or None, default=None
+    warm_start : bool, default=False
+        Start the next ``fit`` from the current solution.
+    verbose : int, default=0
+        Log progress to stderr (when logging is not configured): 1 or more shows a
+        line every ``verbose_interval`` iterations.
+    verbose_interval : int, default=10
+    split_every : int, default=16
+        Fan-in of the tree reduction of the per-block statistics.
+    persist : {'auto', True, False}, default='auto'
+        Keep the data in (cluster) memory during the fit. 'auto' does when it takes
+        less than half of the memory available; otherwise every iteration reads the
+        data from its source.
+    init_sample_size : int, default=50000
+        Rows in the uniform sample the initialisation works on.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+    means_ : ndarray of shape (n_components, n_features)
+    covariances_ : ndarray
+    precisions_ : ndarray
+    precisions_cholesky_ : ndarray
+    converged_ : bool
+    n_iter_ : int
+    lower_bound_ : float
+        Mean log-likelihood of the best run at its last iteration.
+    lower_bounds_ : list of float
+        Lower bound at each iteration of the best run.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when fitted on a DataFrame with string column names.
+
+    Notes
+    -----
+    Initialisation works on a uniform sample of ``init_sample_size`` rows drawn in
+    one pass: 'k-means++' and 'random_from_data' pick the means among them,
+    'kmeans' runs Lloyd iterations on them and then one full pass of hard
+    assignments; 'random' makes one full pass with random responsibilities.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init: Any = None,
+        means_init: Any = None,
+        precisions_init: Any = None,
+        random_state: Any = None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        split_every: int = DEFAULT_SPLIT_EVERY,
+        persist: str | bool = "auto",
+        init_sample_size: int = 50_000,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.split_every = split_every
+        self.persist = persist
+        self.init_sample_size = init_sample_size
+
+    # ------------------------------------------------------------------ params
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [p for p in signature.parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Parameters of the estimator, as scikit-learn's ``get_params``."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> GaussianMixture:
+        """Set parameters by name, as scikit-learn's ``set_params``."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for estimator {type(self).__name__}(). "
+                    f"Valid parameters are: {sorted(valid)!r}."
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(type(self).__init__).parameters.items()
+            if name != "self"
+        }
+        changed = []
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray) or isinstance(default, np.ndarray):
+                same = value is default
+            else:
+                same = type(value) is type(default) and value == default
+            if not same:
+                changed.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self) -> Any:
+        from sklearn.utils import InputTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="density_estimator",
+            target_tags=TargetTags(required=False),
+            input_tags=InputTags(two_d_array=True, allow_nan=False),
+            non_deterministic=False,
+        )
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "converged_")
+
+    def _check_params(self) -> None:
+        check_int(self.n_components, "n_components", 1)
+        check_option(
+            self.covariance_type, "covariance_type", ("full", "tied", "diag", "spherical")
+        )
+        check_real(self.tol, "tol")
+        check_real(self.reg_covar, "reg_covar")
+        check_int(self.max_iter, "max_iter", 0)
+        check_int(self.n_init, "n_init", 1)
+        check_option(self.init_params, "init_params", INIT_METHODS)
+        check_random_state(self.random_state)
+        check_option(self.warm_start, "warm_start", (True, False))
+        if isinstance(self.verbose, bool):
+            pass
+        else:
+            check_int(self.verbose, "verbose", 0)
+        check_int(self.verbose_interval, "verbose_interval", 1)
+        check_int(self.split_every, "split_every", 2)
+        check_option(self.persist, "persist", PERSIST_OPTIONS)
+        check_int(self.init_sample_size, "init_sample_size", 1)
+
+    def _check_inits(self, n_features: int) -> dict[str, np.ndarray | None]:
+        k, ctype = self.n_components, self.covariance_type
+        return {
+            "weights": None
+            if self.weights_init is None
+            else check_weights_init(self.weights_init, k),
+            "means": None
+            if self.means_init is None
+            else check_init_array(
+                self.means_init, "means_init", (k, n_features), "(n_components, n_features)"
+            ),
+            "precisions": None
+            if self.precisions_init is None
+            else check_precisions_init(self.precisions_init, ctype, k, n_features),
+        }
+
+    # --------------------------------------------------------------------- fit
+
+    def fit(self, X: Any, y: Any = None) -> GaussianMixture:
+        """Estimate the parameters by EM, one pass over ``X`` per iteration.
+
+        Parameters
+        ----------
+        X : array-like, dask array, pandas or dask DataFrame of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self : GaussianMixture
+        """
+        self._fit(X)
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None) -> Any:
+        """Fit, then return the most probable component of every row of ``X``.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), or a lazy dask array for dask input
+        """
+        self._fit(X)
+        return self.predict(X)
+
+    def _fit(self, X: Any) -> None:
+        self._check_params()
+        data = check_input(X, min_samples=2)
+        self._check_n_samples(data.n_samples)
+        inits = self._check_inits(data.n_features)
+        if not data.is_dask:
+            _raise_if_non_finite(data.array)
+        with _verbose_logging(self.verbose):
+            array = _fit_array(data, self.persist)
+            passes = DataPasses(array, self.split_every)
+            best = self._fit_runs(passes, data, inits)
+        self._set_fitted(best, data)
+
+    def _check_n_samples(self, n_samples: int | None) -> None:
+        if n_samples is not None and n_samples < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {n_samples}"
+            )
+
+    def _fit_runs(self, passes: DataPasses, data: Data, inits: dict) -> RunResult:
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        n_init = self.n_init if do_init else 1
+        rng = check_random_state(self.random_state)
+        sample: Sample | None = None
+        best: RunResult | None = None
+        for init in range(n_init):
+            logger.info("initialization %d", init)
+            if do_init:
+                if sample is None and any(v is None for v in inits.values()):
+                    sample = self._draw_sample(passes, data, rng)
+                start = self._initial_parameters(passes, sample, inits, rng)
+                lower_bound = -np.inf
+            else:
+                start = self._current_parameters()
+                lower_bound = self.lower_bound_
+            if self.max_iter == 0:
+                result = RunResult(start, False, 0, -np.inf, [])
+            else:
+                result = run_em(
+                    passes,
+                    start,
+                    covariance_type=self.covariance_type,
+                    tol=self.tol,
+                    reg_covar=self.reg_covar,
+                    max_iter=self.max_iter,
+                    lower_bound=lower_bound,
+                    verbose_interval=self.verbose_interval,
+                    on_pass=self._check_n_samples,
+                )
+                logger.info(
+                    "initialization %s; lower bound %.10g",
+                    "converged" if result.converged else "did not converge",
+                    result.lower_bound,
+                )
+            if best is None or result.lower_bound > best.lower_bound:
+                best = result
+        assert best is not None
+        if not best.converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return best
+
+    def _draw_sample(
+        self, passes: DataPasses, data: Data, rng: np.random.RandomState
+    ) -> Sample:
+        size = max(self.init_sample_size, self.n_components)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        spec = (seed, size, sample_rate(size, data.n_samples))
+        result = passes.run(K.sample_block, spec, "sample", K.combine_samples)
+        self._check_n_samples(result["n"])
+        if result["n"] < 2:
+            raise ValueError(
+                f"Found array with {result['n']} sample(s) while a minimum of 2 is required"
+            )
+        logger.debug("initialisation sample of %d rows", result["rows"].shape[0])
+        return Sample(np.asarray(result["rows"], dtype=np.float64), result["n"])
+
+    def _initial_parameters(
+        self,
+        passes: DataPasses,
+        sample: Sample | None,
+        inits: dict,
+        rng: np.random.RandomState,
+    ) -> Parameters:
+        ctype = self.covariance_type
+        weights = means = covariances = None
+        if sample is not None:
+
+            def full_pass(kernel: Any, params: Any, name: str) -> dict:
+                return passes.stats(kernel, params, name)
+
+            weights, means, covariances = initial_parameters(
+                self.init_params,
+                sample,
+                n_components=self.n_components,
+                covariance_type=ctype,
+                reg_covar=self.reg_covar,
+                rng=rng,
+                full_pass=full_pass,
+            )
+        if inits["weights"] is not None:
+            weights = inits["weights"]
+        if inits["means"] is not None:
+            means = inits["means"]
+        if inits["precisions"] is not None:
+            prec_chol = K.precision_cholesky_from_precisions(inits["precisions"], ctype)
+            covariances = K.covariances_from_cholesky(prec_chol, ctype)
+            return Parameters(weights, means, covariances, prec_chol)
+        return precision_parameters(weights, means, covariances, ctype)
+
+    def _current_parameters(self) -> Parameters:
+        return Parameters(
+            np.asarray(self.weights_, dtype=np.float64),
+            np.asarray(self.means_, dtype=np.float64),
+            np.asarray(self.covariances_, dtype=np.float64),
+            np.asarray(self.precisions_cholesky_, dtype=np.float64),
+        )
+
+    def _set_fitted(self, best: RunResult, data: Data) -> None:
+        p = best.params
+        dtype = data.dtype
+        self.weights_ = p.weights.astype(dtype)
+        self.means_ = p.means.astype(dtype)
+        self.covariances_ = np.asarray(p.covariances).astype(dtype)
+        self.precisions_cholesky_ = p.precisions_cholesky.astype(dtype)
+        self.precisions_ = K.precisions_from_cholesky(
+            p.precisions_cholesky, self.covariance_type
+        ).astype(dtype)
+        self.converged_ = best.converged
+        self.n_iter_ = best.n_iter
+        self.lower_bound_ = float(best.lower_bound)
+        self.lower_bounds_ = [float(v) for v in best.lower_bounds]
+        self.n_features_in_ = data.n_features
+        if data.feature_names is not None:
+            self.feature_names_in_ = data.feature_names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
+    # ----------------------------------------------------------------- predict
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "converged_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' "
+                "with appropriate arguments before using this estimator."
+            )
+
+    def _check_predict_input(self, X: Any) -> Data:
+        self._check_fitted()
+        data = check_input(X)
+        if data.n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {data.n_features} features, but {type(self).__name__} is "
+                f"expecting {self.n_features_in_} features as input"
+            )
+        fitted_names = getattr(self, "feature_names_in_", None)
+        if (
+            fitted_names is not None
+            and data.feature_names is not None
+            and list(data.feature_names) != list(fitted_names)
+        ):
+            raise ValueError(
+                "The feature names should match those that were passed during fit: "
+                f"got {list(data.feature_names)}, expected {list(fitted_names)}"
+            )
+        return data
+
+    def _kernel_params(self) -> K.KernelParams:
+        return K.prepare(
+            self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type
+        )
+
+    def _per_row(self, X: Any, what: str) -> Any:
+        data = self._check_predict_input(X)
+        kp = self._kernel_params()
+        out_dtype = np.result_type(data.dtype, self.means_.dtype)
+        kernel, n_columns, dtype = {
+            "label": (K.predict_block, None, np.int64),
+            "proba": (K.predict_proba_block, self.n_components, out_dtype),
+            "score": (K.score_samples_block, None, out_dtype),
+        }[what]
+        kwargs = {} if what == "label" else {"dtype": out_dtype}
+        if data.is_dask:
+            return map_rows(
+                data.array, kernel, kp, name=what, n_columns=n_columns, dtype=dtype, **kwargs
+            )
+        _raise_if_non_finite(data.array)
+        if data.n_samples <= _DIRECT_ROWS:
+            return kernel(data.array, kp, **kwargs)
+        array = _numpy_to_dask(data.array)
+        lazy = map_rows(array, kernel, kp, name=what, n_columns=n_columns, dtype=dtype, **kwargs)
+        return lazy.compute(scheduler="threads")
+
+    def predict(self, X: Any) -> Any:
+        """Most probable component of every row.
+
+        Returns
+        -------
+        labels : ndarray of int64 of shape (n_samples,), lazy dask array for dask input
+        """
+        return self._per_row(X, "label")
+
+    def predict_proba(self, X: Any) -> Any:
+        """Posterior probability of each component for every row.
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components), lazy for dask input
+        """
+        return self._per_row(X, "proba")
+
+    def score_samples(self, X: Any) -> Any:
+        """Log-density of every row under the mixture.
+
+        Returns
+        -------
+        log_prob : ndarray of shape (n_samples,), lazy for dask input
+        """
+        return self._per_row(X, "score")
+
+    def _loglik(self, X: Any) -> tuple[float, int]:
+        """Total log-likelihood of ``X`` and its number of rows (one pass)."""
+        data = self._check_predict_input(X)
+        kp = self._kernel_params()
+        if not data.is_dask:
+            _raise_if_non_finite(data.array)
+        array = data.array if data.is_dask else _numpy_to_dask(data.array)
+        passes = DataPasses(array, self.split_every)
+        result = passes.run(K.loglik_block, kp, "score", K.combine_loglik)
+        return float(result["loglik"]), int(result["n"])
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean log-likelihood of the rows of ``X`` (computed now, for dask input too)."""
+        total, n = self._loglik(X)
+        return total / n
+
+    def bic(self, X: Any) -> float:
+        """Bayesian information criterion on ``X`` (lower is better)."""
+        total, n = self._loglik(X)
+        return -2.0 * total + self._n_parameters() * math.log(n)
+
+    def aic(self, X: Any) -> float:
+        """Akaike information criterion on ``X`` (lower is better)."""
+        total, _ = self._loglik(X)
+        return -2.0 * total + 2.0 * self._n_parameters()
+
+    def _n_parameters(self) -> int:
+        return K.n_parameters(self.n_components, self.means_.shape[1], self.covariance_type)
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw rows from the fitted mixture (scikit-learn's sampling, same draws).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of int64 of shape (n_samples,)
+            Component of each row.
+        """
+        self._check_fitted()
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires "
+                "at least one sample."
+            )
+        rng = check_random_state(self.random_state)
+        n_features = self.means_.shape[1]
+        counts = rng.multinomial(n_samples, self.weights_)
+        if self.covariance_type == "full":
+            parts = [
+                rng.multivariate_normal(mean, cov, int(c))
+                for mean, cov, c in zip(self.means_, self.covariances_, counts, strict=True)
+            ]
+        elif self.covariance_type == "tied":
+            parts = [
+                rng.multivariate_normal(mean, self.covariances_, int(c))
+                for mean, c in zip(self.means_, counts, strict=True)
+            ]
+        else:
+            parts = [
+                mean + rng.standard_normal(size=(c, n_features)) * np.sqrt(cov)
+                for mean, cov, c in zip(self.means_, self.covariances_, counts, strict=True)
+            ]
+        labels = np.concatenate([np.full(c, j, dtype=np.int64) for j, c in enumerate(counts)])
+        return np.vstack(parts).astype(np.float64), labels
+
+
+###############################################################################
+# Helpers
+
+
+def _raise_if_non_finite(array: np.ndarray) -> None:
+    n_bad, first = count_non_finite_rows(array)
+    if n_bad:
+        K.raise_non_finite(n_bad, "X", f" (first at row {first})")
+
+
+def _numpy_to_dask(array: np.ndarray) -> da.Array:
+    """Wrap a NumPy array as a dask array of a few row blocks (no copy)."""
+    n, d = array.shape
+    n_threads = os.cpu_count() or 1
+    rows = max(4096, math.ceil(n / (4 * n_threads)))
+    rows = min(rows, max(1, _TARGET_CHUNK_BYTES // (d * array.itemsize)))
+    return da.from_array(array, chunks=(rows, d), name=False)
+
+
+def _active_client() -> Any:
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    try:
+        client = distributed.get_client()
+    except ValueError:
+        return None
+    scheduler = dask.base.get_scheduler()
+    return client if getattr(scheduler, "__self__", None) is client else None
+
+
+def _available_memory(client: Any) -> float:
+    """Bytes the data may occupy: worker memory limits, or free RAM here."""
+    if client is not None:
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+        limits = [w.get("memory_limit") or 0 for w in workers]
+        return float(sum(limits))
+    import psutil
+
+    return float(psutil.virtual_memory().available)
+
+
+def _fit_array(data: Data, persist: str | bool) -> da.Array:
+    """The dask array a fit iterates over: optimised once, in memory if asked or if it fits."""
+    if data.is_dask:
+        array = data.array
+        if array.dtype != data.dtype:
+            array = array.astype(data.dtype)
+    else:
+        array = _numpy_to_dask(data.array)
+    client = _active_client()
+    nbytes = array.nbytes if not math.isnan(array.shape[0]) else math.nan
+    if persist == "auto":
+        if not data.is_dask and client is None:
+            keep = False  # already in this process's memory
+            reason = "NumPy input, threaded scheduler"
+        else:
+            budget = _PERSIST_SHARE * _available_memory(client)
+            keep = nbytes <= budget  # False for unknown sizes (nan)
+            reason = f"{nbytes / 2**20:.1f} MiB of data, {budget / 2**20:.0f} MiB budget"
+    else:
+        keep, reason = bool(persist), f"persist={persist}"
+    (array,) = dask.optimize(array)
+    if keep:
+        logger.info("keeping the data in memory during the fit (%s)", reason)
+        array = array.persist()
+    else:
+        logger.info("reading the data from its source at every pass (%s)", reason)
+    return array
+
+
+@contextlib.contextmanager
+def _verbose_logging(verbose: int) -> Iterator[None]:
+    """Show the package's INFO lines during a fit when ``verbose`` asks.
+
+    The level of the ``daskgmm`` logger is lowered to INFO for the fit; a stderr
+    handler is added only when logging is not configured at all.
+    """
+    if not verbose:
+        yield
+        return
+    handler = None
+    if not logger.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+        if handler is not None:
+            logger.removeHandler(handler)
