@@ -41,6 +41,8 @@ EPS = np.finfo(np.float64).eps
 SUBBLOCK_ELEMENTS = 1 << 18
 MIN_SUBBLOCK_ROWS = 64
 MAX_SUBBLOCK_ROWS = 8192
+# Below this number of features, squared norms go through a matrix product.
+SMALL_D = 8
 
 ILL_DEFINED_MESSAGE = (
     "Fitting the mixture model failed because some components have ill-defined "
@@ -292,8 +294,7 @@ def _mahalanobis(x0: np.ndarray, kp: KernelParams) -> np.ndarray:
         y = _scratch("y", (b, k * d))
         np.matmul(x0, kp.proj, out=y)
         y -= kp.proj_shifts
-        y *= y
-        return y.reshape(b, k, d).sum(axis=2)
+        return _row_sq_norms(y.reshape(b, k, d))
     z = _scratch("z", (b, k, d))
     if kp.covariance_type == "tied":
         y = _scratch("y", (b, d))
@@ -302,8 +303,29 @@ def _mahalanobis(x0: np.ndarray, kp: KernelParams) -> np.ndarray:
     else:
         np.multiply(x0[:, None, :], kp.proj, out=z)
         z -= kp.proj_shifts
+    return _row_sq_norms(z)
+
+
+def _row_sq_norms(z: np.ndarray) -> np.ndarray:
+    """``(z**2).sum(axis=2)`` of a (b, K, d) array, fast for small and large d."""
+    b, k, d = z.shape
+    if d >= SMALL_D:
+        return np.einsum("bkd,bkd->bk", z, z)
     z *= z
-    return z.sum(axis=2)
+    # A matrix product with a block indicator sums the short last axis far faster
+    # than numpy's reduction over an axis of length 2-7.
+    return z.reshape(b, k * d) @ _indicator(k, d)
+
+
+def _indicator(k: int, d: int) -> np.ndarray:
+    """(K·d, K) matrix with ones where row j belongs to component j // d (cached)."""
+    cache = getattr(_local, "indicators", None)
+    if cache is None:
+        cache = _local.indicators = {}
+    ind = cache.get((k, d))
+    if ind is None:
+        ind = cache[(k, d)] = np.kron(np.eye(k), np.ones((d, 1)))
+    return ind
 
 
 def _weighted_log_prob(x0: np.ndarray, kp: KernelParams) -> np.ndarray:
@@ -368,6 +390,23 @@ def _accumulate(
     """Add ``Σ γ``, ``Σ γ (x − c_k)`` and the second moments of one sub-block."""
     b, d = x0.shape
     stats["nk"] += resp.sum(axis=0)
+    if ctype in ("full", "tied") and d < SMALL_D:
+        # Few features: work on (d, b) so every elementwise loop runs along b.
+        x0t = _scratch("x0t", (d, b))
+        x0t[:] = x0.T
+        resp_t = _scratch("respt", resp.shape[::-1])
+        resp_t[:] = resp.T
+        diff = _scratch("difft", (d, b))
+        w = _scratch("wt", (d, b))
+        for k in range(shifts.shape[0]):
+            np.subtract(x0t, shifts[k][:, None], out=diff)
+            stats["s1"][k] += diff @ resp_t[k]
+            np.multiply(diff, resp_t[k], out=w)
+            if ctype == "full":
+                stats["s2"][k] += w @ diff.T
+            else:
+                stats["s2"] += w @ diff.T
+        return
     if ctype in ("full", "tied"):
         diff = _scratch("diff", (b, d))
         w = _scratch("w", (b, d))
