@@ -63,7 +63,9 @@ class DataPasses:
             else None
         )
 
-    def run(self, kernel: Callable, params: object, name: str, combine: Callable) -> dict:
+    def run(
+        self, kernel: Callable, params: object, name: str, combine: Callable
+    ) -> dict:
         """One pass: ``kernel`` on every block, combined in a tree, computed once."""
         graph = tree_reduce(
             self.X, kernel, params, combine, name=name, split_every=self.split_every
@@ -90,7 +92,10 @@ class DataPasses:
 
 
 def precision_parameters(
-    weights: np.ndarray, means: np.ndarray, covariances: np.ndarray, covariance_type: str
+    weights: np.ndarray,
+    means: np.ndarray,
+    covariances: np.ndarray,
+    covariance_type: str,
 ) -> Parameters:
     """Parameters with the precision Cholesky factors of ``covariances``."""
     prec_chol = K.precision_cholesky_from_covariances(covariances, covariance_type)

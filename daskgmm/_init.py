@@ -99,7 +99,11 @@ def lloyd(
     labels = None
     k = centers.shape[0]
     for _ in range(max_iter):
-        d2 = sq_norms[:, None] - 2.0 * (S @ centers.T) + np.einsum("ij,ij->i", centers, centers)
+        d2 = (
+            sq_norms[:, None]
+            - 2.0 * (S @ centers.T)
+            + np.einsum("ij,ij->i", centers, centers)
+        )
         new_labels = d2.argmin(axis=1)
         if labels is not None and np.array_equal(labels, new_labels):
             break
@@ -123,7 +127,9 @@ def point_components(
     """Equal weights, the given means and covariances ``reg_covar`` (one-point components)."""
     n_components, n_features = means.shape
     cov = {
-        "full": np.broadcast_to(np.eye(n_features), (n_components, n_features, n_features)),
+        "full": np.broadcast_to(
+            np.eye(n_features), (n_components, n_features, n_features)
+        ),
         "tied": np.eye(n_features),
         "diag": np.ones((n_components, n_features)),
         "spherical": np.ones(n_components),
@@ -162,14 +168,18 @@ def initial_parameters(
         if method == "k-means++":
             return point_components(seeds + center, covariance_type, reg_covar)
         centers = lloyd(centred, seeds) + center
-        stats = full_pass(K.hard_assign_block, (centers, covariance_type), "init-kmeans")
+        stats = full_pass(
+            K.hard_assign_block, (centers, covariance_type), "init-kmeans"
+        )
         return K.m_step(stats, centers, reg_covar, covariance_type)
     if method == "random_from_data":
         idx = rng.choice(rows.shape[0], size=n_components, replace=False)
         return point_components(rows[idx], covariance_type, reg_covar)
     seed = int(rng.randint(np.iinfo(np.int32).max))
     stats = full_pass(
-        K.random_resp_block, (seed, n_components, center, covariance_type), "init-random"
+        K.random_resp_block,
+        (seed, n_components, center, covariance_type),
+        "init-random",
     )
     shifts = np.broadcast_to(center, (n_components, center.size))
     return K.m_step(stats, shifts, reg_covar, covariance_type)

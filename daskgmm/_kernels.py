@@ -156,7 +156,9 @@ def precisions_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np.
     return prec_chol @ np.swapaxes(prec_chol, -1, -2)
 
 
-def covariances_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np.ndarray:
+def covariances_from_cholesky(
+    prec_chol: np.ndarray, covariance_type: str
+) -> np.ndarray:
     """Covariances ``inv(U @ U.T) = inv(U).T @ inv(U)`` from precision Cholesky factors."""
     if covariance_type in ("diag", "spherical"):
         return 1.0 / prec_chol**2
@@ -550,7 +552,10 @@ def random_resp_block(
 
 def combine_stats(*parts: dict) -> dict:
     """Sum block statistics in a fixed order (bitwise reproducible)."""
-    out = {key: (v.copy() if isinstance(v, np.ndarray) else v) for key, v in parts[0].items()}
+    out = {
+        key: (v.copy() if isinstance(v, np.ndarray) else v)
+        for key, v in parts[0].items()
+    }
     for part in parts[1:]:
         for key in ("nk", "s1", "s2"):
             out[key] += part[key]
@@ -639,12 +644,16 @@ def predict_block(X: np.ndarray, kp: KernelParams) -> np.ndarray:
     return _per_row(X, kp, "label").astype(np.int64)
 
 
-def predict_proba_block(X: np.ndarray, kp: KernelParams, dtype=np.float64) -> np.ndarray:
+def predict_proba_block(
+    X: np.ndarray, kp: KernelParams, dtype=np.float64
+) -> np.ndarray:
     """Responsibilities (n, K)."""
     return _per_row(X, kp, "proba").astype(dtype, copy=False)
 
 
-def score_samples_block(X: np.ndarray, kp: KernelParams, dtype=np.float64) -> np.ndarray:
+def score_samples_block(
+    X: np.ndarray, kp: KernelParams, dtype=np.float64
+) -> np.ndarray:
     """Log-density of each row under the mixture (n,)."""
     return _per_row(X, kp, "score").astype(dtype, copy=False)
 
@@ -732,7 +741,9 @@ def combine_samples(*parts: dict) -> dict:
     if keys.size > size:
         order = np.argsort(keys, kind="stable")[:size]
         keys, rows = keys[order], rows[order]
-    first_bad = next((p["first_bad"] for p in parts if p["first_bad"] is not None), None)
+    first_bad = next(
+        (p["first_bad"] for p in parts if p["first_bad"] is not None), None
+    )
     return {
         "keys": keys,
         "rows": rows,

@@ -64,7 +64,9 @@ def _check_columns(dtypes: Any, columns: Any, name: str) -> None:
     bad = [
         f"{col!r} ({dtype})"
         for col, dtype in zip(columns, dtypes, strict=True)
-        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype))
+        if not (
+            pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+        )
         or pd.api.types.is_complex_dtype(dtype)
     ]
     if bad:
@@ -90,7 +92,9 @@ def _check_ndim(ndim: int, name: str) -> None:
             "data with X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) "
             "if it is a single sample"
         )
-    raise ValueError(f"Expected a 2-D array for {name} (n_samples, n_features), got {ndim}-D")
+    raise ValueError(
+        f"Expected a 2-D array for {name} (n_samples, n_features), got {ndim}-D"
+    )
 
 
 def _check_dtype(dtype: np.dtype, name: str) -> None:
@@ -101,7 +105,9 @@ def _check_dtype(dtype: np.dtype, name: str) -> None:
         )
 
 
-def _check_size(n_samples: int | None, n_features: int, name: str, min_samples: int) -> None:
+def _check_size(
+    n_samples: int | None, n_features: int, name: str, min_samples: int
+) -> None:
     if n_features == 0:
         raise ValueError(
             f"Found array with 0 feature(s) (shape=({n_samples}, 0)) in {name}; "
@@ -148,10 +154,15 @@ def check_input(X: Any, *, name: str = "X", min_samples: int = 1) -> Data:
         _check_ndim(X.ndim, name)
         _check_columns(list(X.dtypes), X.columns, name)
         _check_size(X.shape[0], X.shape[1], name, min_samples)
-        dtypes = [np.dtype(t) if isinstance(t, np.dtype) else np.dtype(np.float64) for t in X.dtypes]
+        dtypes = [
+            np.dtype(t) if isinstance(t, np.dtype) else np.dtype(np.float64)
+            for t in X.dtypes
+        ]
         dtype = fit_dtype(np.result_type(*dtypes))
         array = X.to_numpy(dtype=dtype, na_value=np.nan)
-        return Data(array, False, X.shape[0], X.shape[1], dtype, _feature_names(X.columns))
+        return Data(
+            array, False, X.shape[0], X.shape[1], dtype, _feature_names(X.columns)
+        )
     if isinstance(X, da.Array):
         _check_ndim(X.ndim, name)
         _check_dtype(X.dtype, name)
@@ -175,7 +186,9 @@ def check_input(X: Any, *, name: str = "X", min_samples: int = 1) -> Data:
             ) from None
     _check_dtype(array.dtype, name)
     _check_size(array.shape[0], array.shape[1], name, min_samples)
-    return Data(array, False, array.shape[0], array.shape[1], fit_dtype(array.dtype), None)
+    return Data(
+        array, False, array.shape[0], array.shape[1], fit_dtype(array.dtype), None
+    )
 
 
 def count_non_finite_rows(array: np.ndarray) -> tuple[int, int | None]:
@@ -224,7 +237,9 @@ def check_real(value: Any, name: str, owner: str = "GaussianMixture") -> None:
         )
 
 
-def check_option(value: Any, name: str, options: tuple, owner: str = "GaussianMixture") -> None:
+def check_option(
+    value: Any, name: str, options: tuple, owner: str = "GaussianMixture"
+) -> None:
     """One of ``options`` (compared by equality, types must match)."""
     if not any(value == opt and type(value) is type(opt) for opt in options):
         listed = ", ".join(repr(o) for o in options)

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from daskgmm import _kernels as K
 from daskgmm._em import DataPasses, Parameters, RunResult, precision_parameters, run_em
 from daskgmm._init import INIT_METHODS, Sample, initial_parameters, sample_rate
-from daskgmm._reduce import DEFAULT_SPLIT_EVERY, map_rows, tree_reduce
+from daskgmm._reduce import DEFAULT_SPLIT_EVERY, map_rows
 from daskgmm._validation import (
     Data,
     check_init_array,
@@ -211,7 +211,9 @@ class GaussianMixture:
     def _check_params(self) -> None:
         check_int(self.n_components, "n_components", 1)
         check_option(
-            self.covariance_type, "covariance_type", ("full", "tied", "diag", "spherical")
+            self.covariance_type,
+            "covariance_type",
+            ("full", "tied", "diag", "spherical"),
         )
         check_real(self.tol, "tol")
         check_real(self.reg_covar, "reg_covar")
@@ -238,7 +240,10 @@ class GaussianMixture:
             "means": None
             if self.means_init is None
             else check_init_array(
-                self.means_init, "means_init", (k, n_features), "(n_components, n_features)"
+                self.means_init,
+                "means_init",
+                (k, n_features),
+                "(n_components, n_features)",
             ),
             "precisions": None
             if self.precisions_init is None
@@ -461,13 +466,21 @@ class GaussianMixture:
         kwargs = {} if what == "label" else {"dtype": out_dtype}
         if data.is_dask:
             return map_rows(
-                data.array, kernel, kp, name=what, n_columns=n_columns, dtype=dtype, **kwargs
+                data.array,
+                kernel,
+                kp,
+                name=what,
+                n_columns=n_columns,
+                dtype=dtype,
+                **kwargs,
             )
         _raise_if_non_finite(data.array)
         if data.n_samples <= _DIRECT_ROWS:
             return kernel(data.array, kp, **kwargs)
         array = _numpy_to_dask(data.array)
-        lazy = map_rows(array, kernel, kp, name=what, n_columns=n_columns, dtype=dtype, **kwargs)
+        lazy = map_rows(
+            array, kernel, kp, name=what, n_columns=n_columns, dtype=dtype, **kwargs
+        )
         with threadpool_limits(limits=1, user_api="blas"):
             return lazy.compute(scheduler="threads")
 
@@ -526,7 +539,9 @@ class GaussianMixture:
         return -2.0 * total + 2.0 * self._n_parameters()
 
     def _n_parameters(self) -> int:
-        return K.n_parameters(self.n_components, self.means_.shape[1], self.covariance_type)
+        return K.n_parameters(
+            self.n_components, self.means_.shape[1], self.covariance_type
+        )
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw rows from the fitted mixture (scikit-learn's sampling, same draws).
@@ -538,7 +553,11 @@ class GaussianMixture:
             Component of each row.
         """
         self._check_fitted()
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        if (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, (int, np.integer))
+            or n_samples < 1
+        ):
             raise ValueError(
                 f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires "
                 "at least one sample."
@@ -549,7 +568,9 @@ class GaussianMixture:
         if self.covariance_type == "full":
             parts = [
                 rng.multivariate_normal(mean, cov, int(c))
-                for mean, cov, c in zip(self.means_, self.covariances_, counts, strict=True)
+                for mean, cov, c in zip(
+                    self.means_, self.covariances_, counts, strict=True
+                )
             ]
         elif self.covariance_type == "tied":
             parts = [
@@ -559,9 +580,13 @@ class GaussianMixture:
         else:
             parts = [
                 mean + rng.standard_normal(size=(c, n_features)) * np.sqrt(cov)
-                for mean, cov, c in zip(self.means_, self.covariances_, counts, strict=True)
+                for mean, cov, c in zip(
+                    self.means_, self.covariances_, counts, strict=True
+                )
             ]
-        labels = np.concatenate([np.full(c, j, dtype=np.int64) for j, c in enumerate(counts)])
+        labels = np.concatenate(
+            [np.full(c, j, dtype=np.int64) for j, c in enumerate(counts)]
+        )
         return np.vstack(parts).astype(np.float64), labels
 
 
@@ -624,7 +649,9 @@ def _fit_array(data: Data, persist: str | bool) -> da.Array:
         else:
             budget = _PERSIST_SHARE * _available_memory(client)
             keep = nbytes <= budget  # False for unknown sizes (nan)
-            reason = f"{nbytes / 2**20:.1f} MiB of data, {budget / 2**20:.0f} MiB budget"
+            reason = (
+                f"{nbytes / 2**20:.1f} MiB of data, {budget / 2**20:.0f} MiB budget"
+            )
     else:
         keep, reason = bool(persist), f"persist={persist}"
     (array,) = dask.optimize(array)

@@ -1,0 +1,170 @@
+"""Synthetic data from a known Gaussian mixture, generated lazily block by block."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+
+from daskgmm._validation import check_int
+
+
+@dataclass(frozen=True)
+class MixtureTruth:
+    """Parameters of the mixture the data were drawn from.
+
+    Attributes
+    ----------
+    weights : ndarray of shape (n_components,)
+    means : ndarray of shape (n_components, n_features)
+    covariances : ndarray of shape (n_components, n_features, n_features)
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+
+
+def random_mixture(
+    n_components: int,
+    n_features: int,
+    *,
+    separation: float = 6.0,
+    covariance_type: str = "full",
+    random_state: int = 0,
+) -> MixtureTruth:
+    """A random mixture whose means are at least ``separation`` apart (covariances ~1).
+
+    Means are drawn uniformly in a box and redrawn while closer than ``separation``
+    to an earlier mean (the box grows if that takes too long).
+    """
+    rng = np.random.default_rng(random_state)
+    weights = rng.dirichlet(np.full(n_components, 5.0))
+    means = _separated_means(rng, n_components, n_features, separation)
+    covs = np.empty((n_components, n_features, n_features))
+    for k in range(n_components):
+        if covariance_type == "full":
+            a = rng.normal(size=(n_features, n_features)) / np.sqrt(n_features)
+            covs[k] = a @ a.T + 0.5 * np.eye(n_features)
+        elif covariance_type == "diag":
+            covs[k] = np.diag(rng.uniform(0.3, 1.5, size=n_features))
+        else:
+            covs[k] = rng.uniform(0.3, 1.5) * np.eye(n_features)
+    if covariance_type == "tied":
+        covs[:] = covs[0]
+    return MixtureTruth(weights, means, covs)
+
+
+def _separated_means(
+    rng: np.random.Generator, n_components: int, n_features: int, separation: float
+) -> np.ndarray:
+    half = separation * max(1.0, n_components ** (1.0 / n_features))
+    means: list[np.ndarray] = []
+    attempts = 0
+    while len(means) < n_components:
+        candidate = rng.uniform(-half, half, size=n_features)
+        if all(np.linalg.norm(candidate - m) >= separation for m in means):
+            means.append(candidate)
+        attempts += 1
+        if attempts % 1000 == 0:
+            half *= 1.5
+    return np.array(means)
+
+
+def _draw_block(
+    block_info: dict | None = None,
+    *,
+    truth: MixtureTruth,
+    seed: int,
+    out_dtype: np.dtype,
+    labels: bool,
+) -> np.ndarray:
+    info = block_info[None]
+    (row_block, *_rest) = info["chunk-location"]
+    n = info["chunk-shape"][0]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, row_block]))
+    comp = rng.choice(truth.weights.size, size=n, p=truth.weights)
+    if labels:
+        return comp.astype(np.int64)
+    chols = np.linalg.cholesky(truth.covariances)
+    z = rng.standard_normal(size=(n, truth.means.shape[1]))
+    rows = truth.means[comp] + np.einsum("nij,nj->ni", chols[comp], z)
+    return rows.astype(out_dtype, copy=False)
+
+
+def make_gmm(
+    n_samples: int,
+    n_features: int = 2,
+    n_components: int = 3,
+    *,
+    chunks: int = 100_000,
+    covariance_type: str = "full",
+    separation: float = 6.0,
+    dtype: type = np.float64,
+    random_state: int = 0,
+) -> tuple[da.Array, da.Array, MixtureTruth]:
+    """Rows drawn from a random Gaussian mixture, as lazy dask arrays.
+
+    Block ``i`` draws from a generator keyed by ``(random_state, i)``, so the data are
+    the same whatever the number of workers or the order blocks run in (they depend on
+    ``chunks``).
+
+    Parameters
+    ----------
+    n_samples, n_features, n_components : int
+    chunks : int
+        Rows per block.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+        Shape of the true covariances.
+    separation : float
+        Smallest distance between two true means (covariances are of order 1).
+    dtype : numpy dtype
+    random_state : int
+
+    Returns
+    -------
+    X : dask.array.Array of shape (n_samples, n_features)
+    y : dask.array.Array of int64 of shape (n_samples,)
+        The true component of every row.
+    truth : MixtureTruth
+    """
+    check_int(n_samples, "n_samples", 1, owner="make_gmm")
+    check_int(n_features, "n_features", 1, owner="make_gmm")
+    check_int(n_components, "n_components", 1, owner="make_gmm")
+    check_int(chunks, "chunks", 1, owner="make_gmm")
+    truth = random_mixture(
+        n_components,
+        n_features,
+        separation=separation,
+        covariance_type=covariance_type,
+        random_state=random_state,
+    )
+    row_chunks = da.core.normalize_chunks((chunks,), (n_samples,))[0]
+    dtype = np.dtype(dtype)
+    token = tokenize(
+        truth.weights, truth.means, truth.covariances, random_state, row_chunks
+    )
+    common = {"truth": truth, "seed": int(random_state)}
+    X = da.map_blocks(
+        _draw_block,
+        chunks=(row_chunks, (n_features,)),
+        dtype=dtype,
+        meta=np.empty((0, 0), dtype=dtype),
+        name=f"make-gmm-X-{token}-{dtype}",
+        out_dtype=dtype,
+        labels=False,
+        **common,
+    )
+    y = da.map_blocks(
+        _draw_block,
+        chunks=(row_chunks,),
+        dtype=np.int64,
+        meta=np.empty((0,), dtype=np.int64),
+        name=f"make-gmm-y-{token}",
+        out_dtype=np.dtype(np.int64),
+        labels=True,
+        **common,
+    )
+    return X, y, truth
