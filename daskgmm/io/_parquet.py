@@ -1,0 +1,299 @@
+"""Parquet sources read with pyarrow, one bounded piece of a row group per task.
+
+``dd.read_parquet(...).to_dask_array()`` needed about 1.5x the memory of the same data
+in Zarr and killed 400 MiB workers (FIELD-NOTES.md). Here every task reads one slice of
+one row group in record batches straight into a preallocated float array, so a task
+holds its output plus one batch. Row counts come from the files' footers: no pass
+over the data is needed to know the chunk sizes (unless a row filter is given).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from dask._task_spec import Task
+from dask.base import tokenize
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BYTES = 32 * 2**20
+BATCH_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows ``[start, stop)`` of row group ``row_group`` of file ``path``."""
+
+    path: str
+    row_group: int
+    start: int
+    stop: int
+
+
+def parquet_files(path: str | os.PathLike) -> list[str]:
+    """The Parquet files of a file or a dataset directory, in a stable order."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"Parquet file or directory not found: {path}")
+    files = []
+    for root, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        files.extend(
+            os.path.join(root, n)
+            for n in sorted(names)
+            if not n.startswith((".", "_")) and not n.endswith((".crc", ".json"))
+        )
+    if not files:
+        raise FileNotFoundError(f"no Parquet files in directory {path}")
+    return files
+
+
+def _schema(files: list[str]) -> pa.Schema:
+    return pq.read_schema(files[0])
+
+
+def check_columns(
+    schema: pa.Schema, columns: list[str] | None, where: str
+) -> list[str]:
+    """Chosen columns exist and are numeric (all numeric columns when None)."""
+    names = schema.names
+    if columns is None:
+        columns = [f.name for f in schema if _is_numeric(f.type)]
+        if not columns:
+            raise TypeError(f"{where} has no numeric columns")
+        return columns
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ValueError(f"{where} has no column(s) {missing}; its columns are {names}")
+    bad = [
+        f"{c!r} ({schema.field(c).type})"
+        for c in columns
+        if not _is_numeric(schema.field(c).type)
+    ]
+    if bad:
+        raise TypeError(
+            f"{where}: column(s) {', '.join(bad)} are not numeric; choose numeric "
+            "columns for the features"
+        )
+    return list(columns)
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_decimal(t)
+    )
+
+
+def pieces_of(files: list[str], max_rows: int) -> list[Piece]:
+    """Split every row group into slices of at most ``max_rows`` rows (from footers)."""
+    pieces = []
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        for rg in range(meta.num_row_groups):
+            n = meta.row_group(rg).num_rows
+            for start in range(0, n, max_rows):
+                pieces.append(Piece(path, rg, start, min(n, start + max_rows)))
+    return [p for p in pieces if p.stop > p.start]
+
+
+def as_filter(filters: Any) -> pc.Expression | None:
+    """A pyarrow expression from an expression or DNF tuples ``[("x", ">", 0)]``."""
+    if filters is None or isinstance(filters, pc.Expression):
+        return filters
+    return pq.filters_to_expression(filters)
+
+
+def read_piece(
+    piece: Piece,
+    columns: tuple[str, ...] | list[str],
+    dtype: np.dtype | None,
+    filt: pc.Expression | None,
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Rows of one piece as an (n, len(columns)) array of ``dtype``.
+
+    With ``dtype=None`` returns a dict of 1-D arrays, one per column, in each column's
+    own type (used for pass-through columns such as ids).
+    """
+    pf = pq.ParquetFile(piece.path)
+    columns = list(columns)
+    read_cols = list(
+        dict.fromkeys([*columns, *filter_columns(filt, pf.schema_arrow.names)])
+    )
+    parts: list[pa.RecordBatch] = []
+    seen = 0
+    for batch in pf.iter_batches(
+        batch_size=BATCH_ROWS,
+        row_groups=[piece.row_group],
+        columns=read_cols,
+        use_threads=False,
+    ):
+        lo, hi = seen, seen + batch.num_rows
+        seen = hi
+        if hi <= piece.start:
+            continue
+        if lo >= piece.stop:
+            break
+        batch = batch.slice(
+            max(0, piece.start - lo), min(hi, piece.stop) - max(lo, piece.start)
+        )
+        if filt is not None:
+            batch = batch.filter(filt)
+        parts.append(batch.select(columns))
+    if dtype is None:
+        table = pa.Table.from_batches(
+            parts, schema=_select_schema(pf.schema_arrow, columns)
+        )
+        return {c: table.column(c).to_numpy() for c in columns}
+    n = sum(b.num_rows for b in parts)
+    out = np.empty((n, len(columns)), dtype=dtype)
+    row = 0
+    for batch in parts:
+        for j, col in enumerate(batch.columns):
+            out[row : row + batch.num_rows, j] = _to_float(col, dtype)
+        row += batch.num_rows
+    return out
+
+
+def _select_schema(schema: pa.Schema, columns: list[str]) -> pa.Schema:
+    return pa.schema([schema.field(c) for c in columns])
+
+
+def _to_float(col: pa.Array, dtype: np.dtype) -> np.ndarray:
+    if col.null_count:
+        col = pc.fill_null(col.cast(pa.float64()), np.nan)
+    return col.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+
+
+def filter_columns(filt: pc.Expression | None, names: list[str]) -> list[str]:
+    """Columns a filter may reference: every name that occurs in its text.
+
+    Over-inclusion only costs reading a column more; pyarrow offers no public way to
+    list the fields of an expression.
+    """
+    if filt is None:
+        return []
+    text = str(filt)
+    return [name for name in names if name in text]
+
+
+def read_parquet(
+    path: str | os.PathLike,
+    columns: list[str] | None = None,
+    *,
+    filters: Any = None,
+    rows_per_chunk: int | None = None,
+    dtype: Any = np.float64,
+) -> da.Array:
+    """Numeric columns of a Parquet file or dataset directory as a dask array.
+
+    Parameters
+    ----------
+    path : str or path
+        One ``.parquet`` file or a directory of them (read recursively, in sorted
+        order; names starting with ``_`` or ``.`` are skipped).
+    columns : list of str, optional
+        Feature columns, in this order; by default every numeric column.
+    filters : pyarrow expression or DNF list, optional
+        Row filter, e.g. ``[("quality", ">", 0)]``. Row chunk sizes become unknown.
+    rows_per_chunk : int, optional
+        Largest number of rows per task (row groups are split); by default about
+        32 MiB of output per task.
+    dtype : float32 or float64
+
+    Returns
+    -------
+    dask.array.Array of shape (n_samples, len(columns))
+        Missing values (nulls) become NaN.
+    """
+    source = ParquetSource(
+        path, columns, filters=filters, rows_per_chunk=rows_per_chunk
+    )
+    return source.features(dtype)
+
+
+class ParquetSource:
+    """A Parquet dataset split into bounded pieces, for features and pass-through columns.
+
+    Features and pass-through columns (ids) read from the same source have the same
+    pieces in the same order, so they line up row for row.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        columns: list[str] | None = None,
+        *,
+        filters: Any = None,
+        rows_per_chunk: int | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.files = parquet_files(self.path)
+        self.schema = _schema(self.files)
+        self.columns = check_columns(self.schema, columns, self.path)
+        self.filter = as_filter(filters)
+        row_bytes = 8 * len(self.columns)
+        max_rows = rows_per_chunk or max(1, DEFAULT_CHUNK_BYTES // row_bytes)
+        self.pieces = pieces_of(self.files, int(max_rows))
+        if not self.pieces:
+            raise ValueError(f"{self.path} holds no rows")
+
+    @property
+    def row_chunks(self) -> tuple[float, ...]:
+        """Rows per piece (NaN when a filter makes them unknown)."""
+        if self.filter is not None:
+            return (np.nan,) * len(self.pieces)
+        return tuple(p.stop - p.start for p in self.pieces)
+
+    def features(self, dtype: Any = np.float64) -> da.Array:
+        """The feature columns as a (n_samples, n_features) dask array."""
+        dtype = np.dtype(dtype)
+        name = "read-parquet-" + tokenize(
+            self.pieces, self.columns, str(self.filter), dtype, _mtimes(self.files)
+        )
+        graph = {
+            (name, i, 0): Task(
+                (name, i, 0), read_piece, piece, tuple(self.columns), dtype, self.filter
+            )
+            for i, piece in enumerate(self.pieces)
+        }
+        return da.Array(
+            graph, name, chunks=(self.row_chunks, (len(self.columns),)), dtype=dtype
+        )
+
+    def column(self, column: str) -> da.Array:
+        """One column in its own type as a 1-D dask array aligned with :meth:`features`."""
+        if column not in self.schema.names:
+            raise ValueError(
+                f"{self.path} has no column {column!r}; its columns are {self.schema.names}"
+            )
+        dtype = self.schema.field(column).type.to_pandas_dtype()
+        dtype = np.dtype(dtype) if not isinstance(dtype, np.dtype) else dtype
+        name = "read-parquet-column-" + tokenize(
+            self.pieces, column, str(self.filter), _mtimes(self.files)
+        )
+        graph = {
+            (name, i): Task((name, i), _one_column, piece, column, self.filter)
+            for i, piece in enumerate(self.pieces)
+        }
+        return da.Array(graph, name, chunks=(self.row_chunks,), dtype=dtype)
+
+
+def _one_column(piece: Piece, column: str, filt: pc.Expression | None) -> np.ndarray:
+    return read_piece(piece, [column], None, filt)[column]
+
+
+def _mtimes(files: list[str]) -> list[float]:
+    return [os.stat(f).st_mtime_ns for f in files]
