@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.linalg import solve_triangular
@@ -645,17 +646,17 @@ def predict_block(X: np.ndarray, kp: KernelParams) -> np.ndarray:
 
 
 def predict_proba_block(
-    X: np.ndarray, kp: KernelParams, dtype=np.float64
+    X: np.ndarray, kp: KernelParams, out_dtype: Any = np.float64
 ) -> np.ndarray:
     """Responsibilities (n, K)."""
-    return _per_row(X, kp, "proba").astype(dtype, copy=False)
+    return _per_row(X, kp, "proba").astype(out_dtype, copy=False)
 
 
 def score_samples_block(
-    X: np.ndarray, kp: KernelParams, dtype=np.float64
+    X: np.ndarray, kp: KernelParams, out_dtype: Any = np.float64
 ) -> np.ndarray:
     """Log-density of each row under the mixture (n,)."""
-    return _per_row(X, kp, "score").astype(dtype, copy=False)
+    return _per_row(X, kp, "score").astype(out_dtype, copy=False)
 
 
 def loglik_block(X: np.ndarray, kp: KernelParams, block_index: int = 0) -> dict:

@@ -463,7 +463,7 @@ class GaussianMixture:
             "proba": (K.predict_proba_block, self.n_components, out_dtype),
             "score": (K.score_samples_block, None, out_dtype),
         }[what]
-        kwargs = {} if what == "label" else {"dtype": out_dtype}
+        kwargs = {} if what == "label" else {"out_dtype": out_dtype}
         if data.is_dask:
             return map_rows(
                 data.array,

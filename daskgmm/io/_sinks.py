@@ -1,0 +1,199 @@
+"""Sinks written chunk by chunk and atomically: Zarr arrays and Parquet datasets.
+
+Every writer writes into a hidden temporary path beside the destination and renames
+it into place only when every chunk is written, so a failed or killed job leaves no
+half-written output (at most a ``.<name>.tmp-*`` directory, removed on failure).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[str]:
+    """Yield a temporary path to write into; move it to ``path`` on success.
+
+    Parameters
+    ----------
+    path : str or path
+        Final destination (file or directory).
+    overwrite : bool
+        Replace an existing destination; otherwise it is an error, raised before
+        anything is written.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    """
+    final = os.path.abspath(os.fspath(path))
+    if os.path.lexists(final) and not overwrite:
+        raise FileExistsError(f"{final} already exists; remove it or allow overwriting")
+    parent = os.path.dirname(final)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(
+        parent, f".{os.path.basename(final)}.tmp-{uuid.uuid4().hex[:12]}"
+    )
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if os.path.lexists(final):
+        # Replace: move the old output aside first so the swap is two renames.
+        old = f"{tmp}.old"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        _remove(old)
+    else:
+        os.rename(tmp, final)
+
+
+def _regular_rows(array: da.Array) -> da.Array:
+    """Rechunk rows so all blocks but the last have the same size (Zarr needs it)."""
+    rows = array.chunks[0]
+    if any(math.isnan(c) for c in rows):
+        logger.warning(
+            "row counts of the blocks are unknown; computing them costs an extra pass"
+        )
+        array = array.compute_chunk_sizes()
+        rows = array.chunks[0]
+    if len(rows) > 1 and (len(set(rows[:-1])) > 1 or rows[-1] > rows[0]):
+        array = array.rechunk({0: max(rows)})
+    return array
+
+
+def write_zarr(
+    arrays: Mapping[str, da.Array] | da.Array,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    compressors: Any = "auto",
+    attrs: Mapping[str, Any] | None = None,
+) -> str:
+    """Write one or several dask arrays to a Zarr v3 store, chunk by chunk, atomically.
+
+    Parameters
+    ----------
+    arrays : dask array or mapping of name to dask array
+        A single array is written as the store's root array; a mapping as arrays of
+        a group. Row chunks become the Zarr chunks (made regular if needed).
+    path : str or path
+        Destination directory (``.zarr``).
+    overwrite : bool
+    compressors : zarr compressors, default 'auto'
+    attrs : mapping, optional
+        JSON-serialisable attributes stored on the root.
+
+    Returns
+    -------
+    str
+        The absolute path written.
+    """
+    import zarr
+
+    single = isinstance(arrays, da.Array)
+    items = {"": arrays} if single else dict(arrays)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        root = None if single else zarr.open_group(tmp, mode="w", zarr_format=3)
+        writes = []
+        for name, array in items.items():
+            array = _regular_rows(array)
+            target = zarr.create_array(
+                tmp if single else root.store,
+                name=name or None,
+                shape=array.shape,
+                chunks=tuple(c[0] if c else 1 for c in array.chunks),
+                dtype=array.dtype,
+                compressors=compressors,
+                zarr_format=3,
+            )
+            if single and attrs:
+                target.attrs.update(dict(attrs))
+            writes.append(da.store(array, target, lock=False, compute=False))
+        if root is not None and attrs:
+            root.attrs.update(dict(attrs))
+        dask.compute(*writes)
+    return os.path.abspath(os.fspath(path))
+
+
+def _write_part(path: str, names: tuple[str, ...], *blocks: np.ndarray) -> int:
+    columns = {}
+    for name, block in zip(names, blocks, strict=True):
+        if block.ndim == 2:
+            for j in range(block.shape[1]):
+                columns[f"{name}_{j}"] = block[:, j]
+        else:
+            columns[name] = block
+    pq.write_table(pa.table(columns), path)
+    return len(blocks[0]) if blocks else 0
+
+
+def write_parquet(
+    columns: Mapping[str, da.Array],
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+) -> str:
+    """Write aligned dask arrays as columns of a Parquet dataset, one file per block.
+
+    Parameters
+    ----------
+    columns : mapping of name to dask array
+        1-D arrays become one column; 2-D arrays (n, k) become columns
+        ``name_0 … name_{k-1}``. All must share the same row blocks (for example
+        predictions of ``X`` and pass-through columns read from the same source).
+    path : str or path
+        Destination directory.
+    overwrite : bool
+
+    Returns
+    -------
+    str
+        The absolute path written.
+    """
+    names = tuple(columns)
+    arrays = [columns[n] for n in names]
+    n_blocks = {a.numblocks[0] for a in arrays}
+    if len(n_blocks) != 1:
+        raise ValueError(
+            "columns written together must have the same row blocks; got "
+            f"{ {n: a.numblocks[0] for n, a in zip(names, arrays, strict=True)} }"
+        )
+    for a in arrays:
+        if a.ndim == 2 and a.numblocks[1] != 1:
+            raise ValueError("2-D columns must have their second axis in one chunk")
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        os.makedirs(tmp)
+        blocks = [a.to_delayed().reshape(-1) for a in arrays]
+        writes = [
+            dask.delayed(_write_part, pure=False)(
+                os.path.join(tmp, f"part.{i:05d}.parquet"), names, *parts
+            )
+            for i, parts in enumerate(zip(*blocks, strict=True))
+        ]
+        dask.compute(*writes)
+    return os.path.abspath(os.fspath(path))
