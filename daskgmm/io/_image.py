@@ -203,7 +203,7 @@ def image_to_pixels(image: da.Array) -> da.Array:
             f"an image of shape (height, width[, channels]) is needed, got {image.shape}"
         )
     image = image.rechunk({1: -1, 2: -1})
-    height, width, channels = image.shape
+    _, width, channels = image.shape
     return image.map_blocks(
         lambda b: b.reshape(-1, b.shape[2]),
         chunks=(tuple(h * width for h in image.chunks[0]), (channels,)),
