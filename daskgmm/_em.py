@@ -13,7 +13,7 @@ import dask.array as da
 import numpy as np
 
 from daskgmm import _kernels as K
-from daskgmm._reduce import tree_reduce
+from daskgmm._reduce import block_sources, tree_reduce
 
 logger = logging.getLogger("daskgmm")
 
@@ -57,6 +57,7 @@ class DataPasses:
         self.split_every = split_every
         self.name = name
         self.n_passes = 0
+        self.sources = block_sources(X)
         self._row_offsets = (
             np.concatenate([[0], np.cumsum(X.chunks[0])])
             if not any(math.isnan(c) for c in X.chunks[0])
@@ -68,7 +69,13 @@ class DataPasses:
     ) -> dict:
         """One pass: ``kernel`` on every block, combined in a tree, computed once."""
         graph = tree_reduce(
-            self.X, kernel, params, combine, name=name, split_every=self.split_every
+            self.X,
+            kernel,
+            params,
+            combine,
+            name=name,
+            split_every=self.split_every,
+            sources=self.sources,
         )
         (result,) = dask.compute(graph)
         self.n_passes += 1

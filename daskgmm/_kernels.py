@@ -27,8 +27,10 @@ chunk size; the temporaries live in per-thread buffers reused from call to call
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +75,22 @@ def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
     if buf is None or buf.size < size:
         buf = buffers[name] = np.empty(max(size, 1), dtype=np.float64)
     return buf[:size].reshape(shape)
+
+
+def _quiet(func: Callable) -> Callable:
+    """Run a kernel with NumPy's invalid/overflow warnings off.
+
+    Rows with NaN, inf or overflowing values are detected and reported by the kernels
+    themselves (``n_bad``, a ValueError); NumPy's RuntimeWarnings about them would only
+    precede that clear message with noise.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(invalid="ignore", over="ignore"):
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def subblock_rows(n_components: int, n_features: int) -> int:
@@ -447,6 +465,7 @@ def _centred(xb: np.ndarray, center: np.ndarray) -> np.ndarray:
     return x0
 
 
+@_quiet
 def estep_block(X: np.ndarray, kp: KernelParams, block_index: int = 0) -> dict:
     """E-step statistics of one block of rows under the mixture ``kp``.
 
@@ -485,6 +504,7 @@ def estep_block(X: np.ndarray, kp: KernelParams, block_index: int = 0) -> dict:
     return stats
 
 
+@_quiet
 def hard_assign_block(
     X: np.ndarray, centers_and_type: tuple[np.ndarray, str], block_index: int = 0
 ) -> dict:
@@ -521,6 +541,7 @@ def hard_assign_block(
     return stats
 
 
+@_quiet
 def random_resp_block(
     X: np.ndarray, spec: tuple[int, int, np.ndarray, str], block_index: int = 0
 ) -> dict:
@@ -616,49 +637,76 @@ def m_step(
 # Per-row outputs (predict, predict_proba, score_samples)
 
 
-def _per_row(X: np.ndarray, kp: KernelParams, what: str) -> np.ndarray:
+def _row_offset(block_info: dict | None) -> int | None:
+    """First row of the block in the whole array, from dask's ``block_info``."""
+    try:
+        start = block_info[0]["array-location"][0][0]
+    except (TypeError, KeyError, IndexError):
+        return None
+    return None if start is None or start != start else int(start)
+
+
+@_quiet
+def _per_row(
+    X: np.ndarray, kp: KernelParams, what: str, block_info: dict | None = None
+) -> np.ndarray:
     n, d = X.shape
     k = kp.n_components
     out = np.empty((n, k) if what == "proba" else (n,), dtype=np.float64)
     rows = subblock_rows(k, d)
+    stats = {"n_bad": 0, "first_bad": None}
     for start in range(0, n, rows):
         x0 = _centred(X[start : start + rows], kp.center)
         lp = _weighted_log_prob(x0, kp)
         if what == "label":
-            m = lp.max(axis=1)
-            if not np.isfinite(m).all():
-                raise_non_finite(int((~np.isfinite(m)).sum()), "X", context="")
+            ok = np.isfinite(lp.max(axis=1))
             out[start : start + rows] = lp.argmax(axis=1)
-            continue
-        lse, ok = _normalize_in_place(lp)
-        if not ok.all():
-            raise_non_finite(int((~ok).sum()), "X", context="")
-        if what == "proba":
-            out[start : start + rows] = lp
         else:
-            out[start : start + rows] = lse
+            lse, ok = _normalize_in_place(lp)
+            out[start : start + rows] = lp if what == "proba" else lse
+        _note_bad_rows(stats, ok, start, 0)
+    if stats["n_bad"]:
+        offset = _row_offset(block_info)
+        row = stats["first_bad"][1]
+        if offset is None:
+            where = f" of a block of {n} rows (first at row {row} of the block)"
+        else:
+            where = (
+                f" of the block of rows {offset} to {offset + n - 1} "
+                f"(first at row {offset + row})"
+            )
+        raise_non_finite(stats["n_bad"], "X", where)
     return out
 
 
-def predict_block(X: np.ndarray, kp: KernelParams) -> np.ndarray:
+def predict_block(
+    X: np.ndarray, kp: KernelParams, block_info: dict | None = None
+) -> np.ndarray:
     """Index of the most probable component per row, int64 (n,)."""
-    return _per_row(X, kp, "label").astype(np.int64)
+    return _per_row(X, kp, "label", block_info).astype(np.int64)
 
 
 def predict_proba_block(
-    X: np.ndarray, kp: KernelParams, out_dtype: Any = np.float64
+    X: np.ndarray,
+    kp: KernelParams,
+    out_dtype: Any = np.float64,
+    block_info: dict | None = None,
 ) -> np.ndarray:
     """Responsibilities (n, K)."""
-    return _per_row(X, kp, "proba").astype(out_dtype, copy=False)
+    return _per_row(X, kp, "proba", block_info).astype(out_dtype, copy=False)
 
 
 def score_samples_block(
-    X: np.ndarray, kp: KernelParams, out_dtype: Any = np.float64
+    X: np.ndarray,
+    kp: KernelParams,
+    out_dtype: Any = np.float64,
+    block_info: dict | None = None,
 ) -> np.ndarray:
     """Log-density of each row under the mixture (n,)."""
-    return _per_row(X, kp, "score").astype(out_dtype, copy=False)
+    return _per_row(X, kp, "score", block_info).astype(out_dtype, copy=False)
 
 
+@_quiet
 def loglik_block(X: np.ndarray, kp: KernelParams, block_index: int = 0) -> dict:
     """Sum of log-densities and row count of a block (for score, BIC, AIC)."""
     n, d = X.shape
@@ -697,6 +745,7 @@ def raise_non_finite(n_bad: int, name: str, context: str) -> None:
 # Uniform row sample (initialisation)
 
 
+@_quiet
 def sample_block(
     X: np.ndarray, seed_size_rate: tuple[int, int, float], block_index: int = 0
 ) -> dict:

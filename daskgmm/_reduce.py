@@ -33,6 +33,24 @@ def block_keys(X: da.Array) -> list:
     return list(flatten(X.__dask_keys__()))
 
 
+def block_sources(X: da.Array) -> list:
+    """What each block task reads: X's own task for the block, inlined, when it has one.
+
+    A block computed by a task of X's graph (a read from Zarr, Parquet, .npy, a
+    generator...) is fused into the kernel task that consumes it, so the raw block
+    never waits in worker memory as a separate result (with one thread per worker,
+    distributed keeps up to two queued root tasks beside the running one: three
+    chunks held instead of one) and a pass costs one task per block, not two.
+    Persisted or in-memory blocks are referenced by key.
+    """
+    graph = X.__dask_graph__()
+    sources = []
+    for key in block_keys(X):
+        node = graph.get(key) if hasattr(graph, "get") else None
+        sources.append(node if isinstance(node, Task) else TaskRef(key))
+    return sources
+
+
 def tree_reduce(
     X: da.Array,
     kernel: Callable[..., Any],
@@ -41,6 +59,7 @@ def tree_reduce(
     *,
     name: str,
     split_every: int = DEFAULT_SPLIT_EVERY,
+    sources: list | None = None,
 ) -> Delayed:
     """Map ``kernel(block, params, block_index)`` over the row blocks, tree-combine.
 
@@ -59,6 +78,8 @@ def tree_reduce(
         Task-name prefix, e.g. ``"estep"`` gives ``gmm-estep-<token>``.
     split_every : int
         Fan-in of the tree (at least 2).
+    sources : list, optional
+        :func:`block_sources` of ``X``, when the caller computed them already.
 
     Returns
     -------
@@ -66,14 +87,15 @@ def tree_reduce(
         The combined result; compute it once.
     """
     split_every = max(int(split_every), 2)
-    keys = block_keys(X)
+    if sources is None:
+        sources = block_sources(X)
     token = tokenize(X.name, params, kernel, combine, split_every)
     params_key = f"gmm-params-{token}"
     graph: dict = {params_key: DataNode(params_key, params)}
     level = []
-    for i, key in enumerate(keys):
+    for i, source in enumerate(sources):
         task_key = (f"gmm-{name}-{token}", i)
-        graph[task_key] = Task(task_key, kernel, TaskRef(key), TaskRef(params_key), i)
+        graph[task_key] = Task(task_key, kernel, source, TaskRef(params_key), i)
         level.append(task_key)
     depth = 0
     while len(level) > 1:

@@ -148,7 +148,7 @@ def check_input(X: Any, *, name: str = "X", min_samples: int = 1) -> Data:
         n_features = len(X.columns)
         _check_size(None, n_features, name, min_samples)
         dtype = fit_dtype(np.result_type(*[np.dtype(t) for t in X.dtypes]))
-        array = X.astype(dtype).to_dask_array(lengths=False)
+        array = X.astype(dtype).to_dask_array()
         return Data(array, True, None, n_features, dtype, _feature_names(X.columns))
     if _is_pandas(X):
         _check_ndim(X.ndim, name)
@@ -171,6 +171,11 @@ def check_input(X: Any, *, name: str = "X", min_samples: int = 1) -> Data:
         if X.numblocks[1] != 1:
             X = X.rechunk({1: -1})
         return Data(X, True, n_samples, X.shape[1], fit_dtype(X.dtype), None)
+    if hasattr(X, "toarray") and hasattr(X, "nnz"):
+        raise TypeError(
+            f"{name} is a sparse matrix, which is not supported; pass a dense array "
+            f"({name}.toarray()) or a dask array"
+        )
     try:
         array = np.asarray(X)
     except (TypeError, ValueError) as exc:

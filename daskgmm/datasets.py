@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from daskgmm._validation import check_int
+from daskgmm._validation import check_int, check_option
 
 
 @dataclass(frozen=True)
@@ -168,3 +169,51 @@ def make_gmm(
         **common,
     )
     return X, y, truth
+
+
+def write_gmm(
+    path: str,
+    n_samples: int,
+    n_features: int = 2,
+    n_components: int = 3,
+    *,
+    format: str = "zarr",
+    chunks: int = 500_000,
+    dtype: type = np.float64,
+    random_state: int = 0,
+    overwrite: bool = False,
+    **kwargs: Any,
+) -> MixtureTruth:
+    """Generate :func:`make_gmm` data and write it to Zarr or Parquet, chunk by chunk.
+
+    Zarr: a group with arrays ``X`` (n_samples, n_features) and ``y`` (labels), chunked
+    like the generation. Parquet: a dataset directory with columns ``x_0 …`` and
+    ``label``, one file (one row group) per chunk. The truth is stored in the Zarr
+    attributes / returned.
+
+    Returns
+    -------
+    MixtureTruth
+    """
+    from daskgmm.io import write_parquet, write_zarr
+
+    check_option(format, "format", ("zarr", "parquet"), owner="write_gmm")
+    X, y, truth = make_gmm(
+        n_samples,
+        n_features,
+        n_components,
+        chunks=chunks,
+        dtype=dtype,
+        random_state=random_state,
+        **kwargs,
+    )
+    if format == "zarr":
+        attrs = {
+            "weights": truth.weights.tolist(),
+            "means": truth.means.tolist(),
+            "covariances": truth.covariances.tolist(),
+        }
+        write_zarr({"X": X, "y": y}, path, overwrite=overwrite, attrs=attrs)
+    else:
+        write_parquet({"x": X, "label": y}, path, overwrite=overwrite)
+    return truth

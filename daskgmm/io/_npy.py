@@ -9,7 +9,7 @@ import numpy as np
 from dask._task_spec import Task
 from dask.base import tokenize
 
-DEFAULT_CHUNK_BYTES = 32 * 2**20
+DEFAULT_CHUNK_BYTES = 16 * 2**20
 
 
 def npy_header(path: str) -> tuple[tuple[int, ...], np.dtype, bool]:

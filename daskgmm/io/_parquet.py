@@ -24,7 +24,7 @@ from dask.base import tokenize
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_BYTES = 32 * 2**20
+DEFAULT_CHUNK_BYTES = 16 * 2**20
 BATCH_ROWS = 65_536
 
 
@@ -210,7 +210,7 @@ def read_parquet(
         Row filter, e.g. ``[("quality", ">", 0)]``. Row chunk sizes become unknown.
     rows_per_chunk : int, optional
         Largest number of rows per task (row groups are split); by default about
-        32 MiB of output per task.
+        16 MiB of output per task.
     dtype : float32 or float64
 
     Returns

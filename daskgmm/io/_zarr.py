@@ -12,7 +12,7 @@ import zarr
 logger = logging.getLogger(__name__)
 
 # Bytes of one row block read from a store, unless the caller says otherwise.
-DEFAULT_CHUNK_BYTES = 32 * 2**20
+DEFAULT_CHUNK_BYTES = 16 * 2**20
 
 
 def _open_store(store: Any, mode: str, storage_options: dict | None) -> Any:
@@ -116,7 +116,7 @@ def read_zarr(
     array : str, optional
         Path of the array inside the store's group.
     rows_per_chunk : int, optional
-        Rows per dask block; by default whole shards/chunks of about 32 MiB.
+        Rows per dask block; by default whole shards/chunks of about 16 MiB.
     storage_options : dict, optional
         fsspec options for URLs.
 
