@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import sys
+import uuid
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask._task_spec import DataNode
 from threadpoolctl import threadpool_limits
 
 from daskgmm import _kernels as K
@@ -601,12 +603,23 @@ def _raise_if_non_finite(array: np.ndarray) -> None:
 
 
 def _numpy_to_dask(array: np.ndarray) -> da.Array:
-    """Wrap a NumPy array as a dask array of a few row blocks (no copy)."""
+    """Wrap a NumPy array as a dask array of a few row blocks, without copying.
+
+    ``da.from_array`` copies its input (dask >= 2025), doubling the memory of a large
+    in-memory table; here every block is a view of ``array``.
+    """
     n, d = array.shape
     n_threads = os.cpu_count() or 1
     rows = max(4096, math.ceil(n / (4 * n_threads)))
     rows = min(rows, max(1, _TARGET_CHUNK_BYTES // (d * array.itemsize)))
-    return da.from_array(array, chunks=(rows, d), name=False)
+    starts = range(0, n, rows)
+    name = f"numpy-rows-{uuid.uuid4().hex}"
+    graph = {
+        (name, i, 0): DataNode((name, i, 0), array[s : s + rows])
+        for i, s in enumerate(starts)
+    }
+    chunks = (tuple(min(n, s + rows) - s for s in starts), (d,))
+    return da.Array(graph, name, chunks=chunks, dtype=array.dtype)
 
 
 def _active_client() -> Any:
