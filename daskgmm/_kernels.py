@@ -41,11 +41,14 @@ COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 LOG_2PI = math.log(2.0 * math.pi)
 EPS = np.finfo(np.float64).eps
 # Largest number of float64 elements of one (rows, K, d) temporary in a sub-block.
-SUBBLOCK_ELEMENTS = 1 << 18
+SUBBLOCK_ELEMENTS = 1 << 19
 MIN_SUBBLOCK_ROWS = 64
-MAX_SUBBLOCK_ROWS = 8192
+MAX_SUBBLOCK_ROWS = 16384
 # Below this number of features, squared norms go through a matrix product.
 SMALL_D = 8
+# From this number of features, full-covariance products skip the zero / mirrored
+# half-blocks of triangular and symmetric matrices (BLAS is compute-bound there).
+LARGE_D = 32
 
 ILL_DEFINED_MESSAGE = (
     "Fitting the mixture model failed because some components have ill-defined "
@@ -239,6 +242,11 @@ class KernelParams:
         ``shifts`` projected by the factors: (K·d,) for full, (K, d) otherwise.
     log_norm : ndarray of shape (K,)
         ``log π_k + log det U_k − d/2 log 2π``.
+    proj_lower : ndarray or None
+        ``full`` with many features only: the lower-right blocks ``U_k[h:, h:]`` side
+        by side, (d − h, K·(d − h)), ``h = d // 2``. The factors are triangular, so
+        rows ``h:`` of ``proj`` vanish outside these blocks; skipping them saves a
+        quarter of the E-step's flops.
     """
 
     covariance_type: str
@@ -247,6 +255,7 @@ class KernelParams:
     proj: np.ndarray
     proj_shifts: np.ndarray
     log_norm: np.ndarray
+    proj_lower: np.ndarray | None = None
 
     @property
     def n_components(self) -> int:
@@ -285,6 +294,12 @@ def prepare(
             prec_chol = np.repeat(prec_chol[:, None], n_features, axis=1)
         proj = np.ascontiguousarray(prec_chol)
         proj_shifts = shifts * prec_chol
+    proj_lower = None
+    if covariance_type == "full" and n_features >= LARGE_D:
+        h = n_features // 2
+        proj_lower = np.ascontiguousarray(
+            prec_chol[:, h:, h:].transpose(1, 0, 2).reshape(n_features - h, -1)
+        )
     log_det = log_det_cholesky(
         np.asarray(prec_chol) if covariance_type != "spherical" else prec_chol[:, 0],
         covariance_type,
@@ -300,6 +315,7 @@ def prepare(
         proj=proj,
         proj_shifts=np.ascontiguousarray(proj_shifts),
         log_norm=np.broadcast_to(log_norm, (n_components,)).astype(np.float64),
+        proj_lower=proj_lower,
     )
 
 
@@ -313,7 +329,16 @@ def _mahalanobis(x0: np.ndarray, kp: KernelParams) -> np.ndarray:
     k = kp.n_components
     if kp.covariance_type == "full":
         y = _scratch("y", (b, k * d))
-        np.matmul(x0, kp.proj, out=y)
+        if kp.proj_lower is None:
+            np.matmul(x0, kp.proj, out=y)
+        else:
+            # y = x0[:, :h] @ proj[:h] + x0[:, h:] @ proj[h:], the second product
+            # restricted to the columns j >= h of each factor (the others are 0).
+            h = d - kp.proj_lower.shape[0]
+            np.matmul(x0[:, :h], kp.proj[:h], out=y)
+            z = _scratch("ylower", (b, k * (d - h)))
+            np.matmul(x0[:, h:], kp.proj_lower, out=z)
+            y.reshape(b, k, d)[:, :, h:] += z.reshape(b, k, d - h)
         y -= kp.proj_shifts
         return _row_sq_norms(y.reshape(b, k, d))
     z = _scratch("z", (b, k, d))
@@ -432,14 +457,16 @@ def _accumulate(
         diff = _scratch("diff", (b, d))
         w = _scratch("w", (b, d))
         s2 = stats["s2"]
+        h = d // 2 if d >= LARGE_D else d
         for k in range(shifts.shape[0]):
             np.subtract(x0, shifts[k], out=diff)
             stats["s1"][k] += resp[:, k] @ diff
             np.multiply(diff, resp[:, k : k + 1], out=w)
-            if ctype == "full":
-                s2[k] += w.T @ diff
-            else:
-                s2 += w.T @ diff
+            target = s2[k] if ctype == "full" else s2
+            # Upper block rows only when large; _mirror_lower fills the rest.
+            target[:h] += w[:, :h].T @ diff
+            if h < d:
+                target[h:, h:] += w[:, h:].T @ diff[:, h:]
         return
     diff = _scratch("zdiff", (b, shifts.shape[0], d))
     np.subtract(x0[:, None, :], shifts, out=diff)
@@ -448,6 +475,17 @@ def _accumulate(
     stats["s1"] += w.sum(axis=0)
     w *= diff
     stats["s2"] += w.sum(axis=0)
+
+
+def _mirror_lower(stats: dict, ctype: str) -> None:
+    """Fill the lower-left block of full/tied ``s2`` that :func:`_accumulate` skipped."""
+    if ctype not in ("full", "tied"):
+        return
+    s2 = stats["s2"]
+    d = s2.shape[-1]
+    if d >= LARGE_D:
+        h = d // 2
+        s2[..., h:, :h] = np.swapaxes(s2[..., :h, h:], -1, -2)
 
 
 def _note_bad_rows(stats: dict, ok: np.ndarray, start: int, block_index: int) -> None:
@@ -501,6 +539,7 @@ def estep_block(X: np.ndarray, kp: KernelParams, block_index: int = 0) -> dict:
         _accumulate(x0, resp, kp.shifts, stats, ctype)
     stats["loglik"] = loglik
     stats["n"] = n
+    _mirror_lower(stats, ctype)
     return stats
 
 
@@ -538,6 +577,7 @@ def hard_assign_block(
         resp[~ok] = 0.0
         _accumulate(x0, resp, shifts, stats, ctype)
     stats["n"] = n
+    _mirror_lower(stats, ctype)
     return stats
 
 
@@ -569,6 +609,7 @@ def random_resp_block(
             resp[~ok] = 0.0
         _accumulate(x0, resp, shifts, stats, ctype)
     stats["n"] = n
+    _mirror_lower(stats, ctype)
     return stats
 
 
