@@ -197,3 +197,41 @@ def write_parquet(
         ]
         dask.compute(*writes)
     return os.path.abspath(os.fspath(path))
+
+
+def label_dtype(n_labels: int) -> np.dtype:
+    """Smallest unsigned integer type holding labels ``0 … n_labels - 1``."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if n_labels - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
+
+
+def write_label_image(
+    labels: da.Array,
+    height: int,
+    width: int,
+    path: str | os.PathLike,
+    *,
+    n_labels: int,
+    overwrite: bool = False,
+    attrs: Mapping[str, Any] | None = None,
+) -> str:
+    """Per-pixel labels back to a (height, width) Zarr image, uint8/uint16, atomically.
+
+    Parameters
+    ----------
+    labels : dask array of shape (height·width,)
+        Labels in row-major pixel order, chunked in whole image rows (the output of
+        ``predict`` on :func:`~daskgmm.io.image_to_pixels`).
+    height, width : int
+    path : str or path
+    n_labels : int
+        Number of possible labels (n_components); sets the integer type.
+    overwrite : bool
+    attrs : mapping, optional
+    """
+    from daskgmm.io._image import pixels_to_image
+
+    image = pixels_to_image(labels, height, width).astype(label_dtype(n_labels))
+    return write_zarr(image, path, overwrite=overwrite, attrs=attrs)
