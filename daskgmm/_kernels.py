@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 LOG_2PI = math.log(2.0 * math.pi)
@@ -134,6 +133,8 @@ def precision_cholesky_from_covariances(
             raise ValueError(ILL_DEFINED_MESSAGE)
         return 1.0 / np.sqrt(covariances)
     stack = covariances[None] if covariance_type == "tied" else covariances
+    from scipy.linalg import solve_triangular  # client side only: workers skip scipy
+
     d = stack.shape[-1]
     out = np.empty_like(stack)
     eye = np.eye(d)
@@ -184,6 +185,8 @@ def covariances_from_cholesky(
     """Covariances ``inv(U @ U.T) = inv(U).T @ inv(U)`` from precision Cholesky factors."""
     if covariance_type in ("diag", "spherical"):
         return 1.0 / prec_chol**2
+    from scipy.linalg import solve_triangular
+
     stack = prec_chol[None] if covariance_type == "tied" else prec_chol
     eye = np.eye(stack.shape[-1])
     inv = np.stack([solve_triangular(u, eye, lower=False) for u in stack])

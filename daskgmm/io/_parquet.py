@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,14 +27,18 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_BYTES = 16 * 2**20
 BATCH_ROWS = 65_536
+READ_BUFFER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
 class Piece:
-    """Rows ``[start, stop)`` of row group ``row_group`` of file ``path``."""
+    """Rows ``[start, stop)`` of the row groups ``row_groups`` (consecutive, one file).
+
+    ``start`` and ``stop`` count from the first row of the first of these row groups.
+    """
 
     path: str
-    row_group: int
+    row_groups: tuple[int, ...]
     start: int
     stop: int
 
@@ -98,14 +103,29 @@ def _is_numeric(t: pa.DataType) -> bool:
 
 
 def pieces_of(files: list[str], max_rows: int) -> list[Piece]:
-    """Split every row group into slices of at most ``max_rows`` rows (from footers)."""
+    """Pieces of at most about ``max_rows`` rows, from the files' footers alone.
+
+    Consecutive small row groups of a file are read together; a row group larger
+    than ``max_rows`` is split into slices.
+    """
     pieces = []
     for path in files:
         meta = pq.ParquetFile(path).metadata
+        group: list[int] = []
+        rows = 0
         for rg in range(meta.num_row_groups):
             n = meta.row_group(rg).num_rows
-            for start in range(0, n, max_rows):
-                pieces.append(Piece(path, rg, start, min(n, start + max_rows)))
+            if group and rows + n > max_rows:
+                pieces.append(Piece(path, tuple(group), 0, rows))
+                group, rows = [], 0
+            if n > max_rows:
+                for start in range(0, n, max_rows):
+                    pieces.append(Piece(path, (rg,), start, min(n, start + max_rows)))
+                continue
+            group.append(rg)
+            rows += n
+        if group:
+            pieces.append(Piece(path, tuple(group), 0, rows))
     return [p for p in pieces if p.stop > p.start]
 
 
@@ -116,27 +136,17 @@ def as_filter(filters: Any) -> pc.Expression | None:
     return pq.filters_to_expression(filters)
 
 
-def read_piece(
-    piece: Piece,
-    columns: tuple[str, ...] | list[str],
-    dtype: np.dtype | None,
-    filt: pc.Expression | None,
-) -> np.ndarray | dict[str, np.ndarray]:
-    """Rows of one piece as an (n, len(columns)) array of ``dtype``.
-
-    With ``dtype=None`` returns a dict of 1-D arrays, one per column, in each column's
-    own type (used for pass-through columns such as ids).
-    """
-    pf = pq.ParquetFile(piece.path)
-    columns = list(columns)
+def _batches(
+    piece: Piece, pf: pq.ParquetFile, columns: list[str], filt: pc.Expression | None
+) -> Iterator[pa.RecordBatch]:
+    """The piece's rows, batch by batch, filtered, restricted to ``columns``."""
     read_cols = list(
         dict.fromkeys([*columns, *filter_columns(filt, pf.schema_arrow.names)])
     )
-    parts: list[pa.RecordBatch] = []
     seen = 0
     for batch in pf.iter_batches(
         batch_size=BATCH_ROWS,
-        row_groups=[piece.row_group],
+        row_groups=list(piece.row_groups),
         columns=read_cols,
         use_threads=False,
     ):
@@ -151,20 +161,59 @@ def read_piece(
         )
         if filt is not None:
             batch = batch.filter(filt)
-        parts.append(batch.select(columns))
-    if dtype is None:
-        table = pa.Table.from_batches(
-            parts, schema=_select_schema(pf.schema_arrow, columns)
-        )
-        return {c: table.column(c).to_numpy() for c in columns}
-    n = sum(b.num_rows for b in parts)
-    out = np.empty((n, len(columns)), dtype=dtype)
-    row = 0
-    for batch in parts:
-        for j, col in enumerate(batch.columns):
-            out[row : row + batch.num_rows, j] = _to_float(col, dtype)
-        row += batch.num_rows
+        yield batch.select(columns)
+
+
+def _open(path: str) -> pq.ParquetFile:
+    # Buffered column reads: a row group's column chunks are streamed, not loaded whole.
+    return pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+
+
+def read_piece(
+    piece: Piece,
+    columns: tuple[str, ...] | list[str],
+    dtype: np.dtype | None,
+    filt: pc.Expression | None,
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Rows of one piece as an (n, len(columns)) array of ``dtype``.
+
+    Each record batch is converted into the output as soon as it is read, so a task
+    holds its output plus one batch; Arrow's memory pool is asked to return what it no
+    longer uses. With ``dtype=None`` returns a dict of 1-D arrays, one per column, in
+    each column's own type (used for pass-through columns such as ids).
+    """
+    columns = list(columns)
+    with _open(piece.path) as pf:
+        if dtype is None:
+            table = pa.Table.from_batches(
+                list(_batches(piece, pf, columns, filt)),
+                schema=_select_schema(pf.schema_arrow, columns),
+            )
+            out = {c: table.column(c).to_numpy() for c in columns}
+        elif filt is None:
+            out = np.empty((piece.stop - piece.start, len(columns)), dtype=dtype)
+            row = 0
+            for batch in _batches(piece, pf, columns, filt):
+                _fill(out[row : row + batch.num_rows], batch, dtype)
+                row += batch.num_rows
+        else:
+            parts = []
+            for batch in _batches(piece, pf, columns, filt):
+                part = np.empty((batch.num_rows, len(columns)), dtype=dtype)
+                _fill(part, batch, dtype)
+                parts.append(part)
+            out = (
+                np.concatenate(parts)
+                if parts
+                else np.empty((0, len(columns)), dtype=dtype)
+            )
+    pa.default_memory_pool().release_unused()
     return out
+
+
+def _fill(out: np.ndarray, batch: pa.RecordBatch, dtype: np.dtype) -> None:
+    for j, col in enumerate(batch.columns):
+        out[:, j] = _to_float(col, dtype)
 
 
 def _select_schema(schema: pa.Schema, columns: list[str]) -> pa.Schema:
@@ -172,9 +221,25 @@ def _select_schema(schema: pa.Schema, columns: list[str]) -> pa.Schema:
 
 
 def _to_float(col: pa.Array, dtype: np.dtype) -> np.ndarray:
+    """A numeric Arrow column as a NumPy array of ``dtype`` (nulls become NaN).
+
+    Reads the values buffer directly: ``Array.to_numpy`` imports pandas (about 60 MiB
+    in every worker) even for zero-copy conversions.
+    """
     if col.null_count:
         col = pc.fill_null(col.cast(pa.float64()), np.nan)
-    return col.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    if pa.types.is_boolean(col.type):
+        col = col.cast(pa.uint8())
+    elif pa.types.is_decimal(col.type) or pa.types.is_float16(col.type):
+        col = col.cast(pa.float64())
+    values_dtype = np.dtype(col.type.to_pandas_dtype())
+    values = np.frombuffer(
+        col.buffers()[1],
+        dtype=values_dtype,
+        count=len(col),
+        offset=col.offset * values_dtype.itemsize,
+    )
+    return values.astype(dtype, copy=False)
 
 
 def filter_columns(filt: pc.Expression | None, names: list[str]) -> list[str]:

@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 
 logger = logging.getLogger(__name__)
 
+PARQUET_ROW_GROUP_ROWS = 65_536
+
 
 def _remove(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
@@ -148,7 +150,18 @@ def _write_part(path: str, names: tuple[str, ...], *blocks: np.ndarray) -> int:
                 columns[f"{name}_{j}"] = block[:, j]
         else:
             columns[name] = block
-    pq.write_table(pa.table(columns), path)
+    table = pa.table(columns)
+    # No dictionary for float columns (it never pays for measurements and makes
+    # readers hold twice the data); row groups of 64Ki rows keep a reader's
+    # buffers small, and daskgmm's reader joins them into bounded pieces.
+    dictionary = [
+        name
+        for name, col in columns.items()
+        if not np.issubdtype(col.dtype, np.floating)
+    ]
+    pq.write_table(
+        table, path, row_group_size=PARQUET_ROW_GROUP_ROWS, use_dictionary=dictionary
+    )
     return len(blocks[0]) if blocks else 0
 
 
