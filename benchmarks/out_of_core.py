@@ -24,7 +24,7 @@ import numpy as np
 
 N_FEATURES = 8
 N_COMPONENTS = 8
-STORE_CHUNK_ROWS = 250_000  # 16 MiB of float64 per store chunk
+STORE_CHUNK_ROWS = 262_144  # 16 MiB of float64 per store chunk
 
 
 def _rss() -> int:
@@ -165,7 +165,7 @@ def main() -> None:
     print(
         f"\ndata: {n:,} x {N_FEATURES} float64 = {data_bytes / 2**30:.2f} GiB; cluster: "
         f"2 workers x 1 thread x {args.memory_limit} = {2 * limit / 2**20:.0f} MiB "
-        f"({data_bytes / (2 * limit):.1f}x the data)"
+        f"(the data are {data_bytes / (2 * limit):.1f}x the cluster memory)"
     )
     print(
         "peak worker RSS: "

@@ -11,6 +11,8 @@ from dask.base import tokenize
 
 from daskgmm._validation import check_int, check_option
 
+GENERATION_ROWS = 65_536
+
 
 @dataclass(frozen=True)
 class MixtureTruth:
@@ -45,8 +47,14 @@ def random_mixture(
     weights = rng.dirichlet(np.full(n_components, 5.0))
     means = _separated_means(rng, n_components, n_features, separation)
     covs = np.empty((n_components, n_features, n_features))
+    check_option(
+        covariance_type,
+        "covariance_type",
+        ("full", "tied", "diag", "spherical"),
+        owner="random_mixture",
+    )
     for k in range(n_components):
-        if covariance_type == "full":
+        if covariance_type in ("full", "tied"):
             a = rng.normal(size=(n_features, n_features)) / np.sqrt(n_features)
             covs[k] = a @ a.T + 0.5 * np.eye(n_features)
         elif covariance_type == "diag":
@@ -74,6 +82,30 @@ def _separated_means(
     return np.array(means)
 
 
+def _draw_rows(
+    truth: MixtureTruth, seed: int, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Components and standard normal draws of rows ``[start, stop)``.
+
+    Rows come in generation blocks of ``GENERATION_ROWS``, block ``g`` drawn from a
+    generator keyed by ``(seed, g)``: any row is the same whatever the dask chunks,
+    the number of rows or the worker that computes it.
+    """
+    comps, zs = [], []
+    n_features = truth.means.shape[1]
+    for g in range(start // GENERATION_ROWS, -(-stop // GENERATION_ROWS)):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, g]))
+        comp = rng.choice(truth.weights.size, size=GENERATION_ROWS, p=truth.weights)
+        z = rng.standard_normal(size=(GENERATION_ROWS, n_features))
+        lo = max(start, g * GENERATION_ROWS) - g * GENERATION_ROWS
+        hi = min(stop, (g + 1) * GENERATION_ROWS) - g * GENERATION_ROWS
+        comps.append(comp[lo:hi])
+        zs.append(z[lo:hi])
+    if not comps:
+        return np.empty(0, dtype=np.int64), np.empty((0, n_features))
+    return np.concatenate(comps), np.concatenate(zs)
+
+
 def _draw_block(
     block_info: dict | None = None,
     *,
@@ -82,15 +114,11 @@ def _draw_block(
     out_dtype: np.dtype,
     labels: bool,
 ) -> np.ndarray:
-    info = block_info[None]
-    (row_block, *_rest) = info["chunk-location"]
-    n = info["chunk-shape"][0]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, row_block]))
-    comp = rng.choice(truth.weights.size, size=n, p=truth.weights)
+    start, stop = block_info[None]["array-location"][0]
+    comp, z = _draw_rows(truth, seed, start, stop)
     if labels:
         return comp.astype(np.int64)
     chols = np.linalg.cholesky(truth.covariances)
-    z = rng.standard_normal(size=(n, truth.means.shape[1]))
     rows = truth.means[comp] + np.einsum("nij,nj->ni", chols[comp], z)
     return rows.astype(out_dtype, copy=False)
 
@@ -100,7 +128,7 @@ def make_gmm(
     n_features: int = 2,
     n_components: int = 3,
     *,
-    chunks: int = 100_000,
+    chunks: int = 131_072,
     covariance_type: str = "full",
     separation: float = 6.0,
     dtype: type = np.float64,
@@ -108,15 +136,16 @@ def make_gmm(
 ) -> tuple[da.Array, da.Array, MixtureTruth]:
     """Rows drawn from a random Gaussian mixture, as lazy dask arrays.
 
-    Block ``i`` draws from a generator keyed by ``(random_state, i)``, so the data are
-    the same whatever the number of workers or the order blocks run in (they depend on
-    ``chunks``).
+    Rows are drawn in generation blocks of 65,536 rows, block ``g`` from a generator
+    keyed by ``(random_state, g)``, so the data are the same whatever the chunks, the
+    number of workers or the order blocks run in (row ``i`` does not depend on
+    ``n_samples`` either). Chunks that are multiples of 65,536 rows waste no draws.
 
     Parameters
     ----------
     n_samples, n_features, n_components : int
     chunks : int
-        Rows per block.
+        Rows per dask block.
     covariance_type : {'full', 'tied', 'diag', 'spherical'}
         Shape of the true covariances.
     separation : float
@@ -135,6 +164,12 @@ def make_gmm(
     check_int(n_features, "n_features", 1, owner="make_gmm")
     check_int(n_components, "n_components", 1, owner="make_gmm")
     check_int(chunks, "chunks", 1, owner="make_gmm")
+    check_option(
+        covariance_type,
+        "covariance_type",
+        ("full", "tied", "diag", "spherical"),
+        owner="make_gmm",
+    )
     truth = random_mixture(
         n_components,
         n_features,
@@ -178,7 +213,7 @@ def write_gmm(
     n_components: int = 3,
     *,
     format: str = "zarr",
-    chunks: int = 500_000,
+    chunks: int = 262_144,
     dtype: type = np.float64,
     random_state: int = 0,
     overwrite: bool = False,

@@ -52,12 +52,14 @@ def parquet_files(path: str | os.PathLike) -> list[str]:
         raise FileNotFoundError(f"Parquet file or directory not found: {path}")
     files = []
     for root, dirs, names in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
         files.extend(
             os.path.join(root, n)
-            for n in sorted(names)
+            for n in names
             if not n.startswith((".", "_")) and not n.endswith((".crc", ".json"))
         )
+    # Sorted by relative path, as pyarrow datasets (and pandas) order them.
+    files.sort(key=lambda f: os.path.relpath(f, path).split(os.sep))
     if not files:
         raise FileNotFoundError(f"no Parquet files in directory {path}")
     return files
@@ -344,20 +346,37 @@ class ParquetSource:
             raise ValueError(
                 f"{self.path} has no column {column!r}; its columns are {self.schema.names}"
             )
-        dtype = self.schema.field(column).type.to_pandas_dtype()
-        dtype = np.dtype(dtype) if not isinstance(dtype, np.dtype) else dtype
+        arrow_type = self.schema.field(column).type
+        dtype = np.dtype(arrow_type.to_pandas_dtype())
+        if dtype.kind in "biu" and _may_have_nulls(self.files, column):
+            dtype = np.dtype(np.float64)  # nulls become NaN
         name = "read-parquet-column-" + tokenize(
-            self.pieces, column, str(self.filter), _mtimes(self.files)
+            self.pieces, column, str(self.filter), _mtimes(self.files), dtype
         )
         graph = {
-            (name, i): Task((name, i), _one_column, piece, column, self.filter)
+            (name, i): Task((name, i), _one_column, piece, column, self.filter, dtype)
             for i, piece in enumerate(self.pieces)
         }
         return da.Array(graph, name, chunks=(self.row_chunks,), dtype=dtype)
 
 
-def _one_column(piece: Piece, column: str, filt: pc.Expression | None) -> np.ndarray:
-    return read_piece(piece, [column], None, filt)[column]
+def _may_have_nulls(files: list[str], column: str) -> bool:
+    """Whether the footers' statistics leave room for nulls in ``column``."""
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        index = meta.schema.names.index(column)
+        for rg in range(meta.num_row_groups):
+            stats = meta.row_group(rg).column(index).statistics
+            if stats is None or not stats.has_null_count or stats.null_count > 0:
+                return True
+    return False
+
+
+def _one_column(
+    piece: Piece, column: str, filt: pc.Expression | None, dtype: np.dtype
+) -> np.ndarray:
+    values = read_piece(piece, [column], None, filt)[column]
+    return values if dtype.kind == "O" else values.astype(dtype, copy=False)
 
 
 def _mtimes(files: list[str]) -> list[float]:

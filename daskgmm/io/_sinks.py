@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 logger = logging.getLogger(__name__)
 
 PARQUET_ROW_GROUP_ROWS = 65_536
+ABANDON_GRACE_SECONDS = 3.0
 
 
 def _remove(path: str) -> None:
@@ -62,7 +64,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     try:
         yield tmp
     except BaseException:
-        _remove(tmp)
+        _abandon(tmp)
         raise
     if os.path.lexists(final):
         # Replace: move the old output aside first so the swap is two renames.
@@ -74,8 +76,42 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
         os.rename(tmp, final)
 
 
+def abort_marker(tmp: str) -> str:
+    """Path of the file that tells late write tasks their output was abandoned."""
+    return f"{tmp}.abort"
+
+
+def _abandon(tmp: str, grace: float = ABANDON_GRACE_SECONDS) -> None:
+    """Remove a failed write's temporary output, including late writes into it.
+
+    When one task fails, dask raises at once while other write tasks may still be
+    running (threads, other workers). The abort marker makes every task that starts
+    from now on skip its write; the temporary path is removed again until it stays
+    gone through ``grace`` seconds, then the marker is removed.
+    """
+    marker = abort_marker(tmp)
+    with open(marker, "w"):
+        pass
+    deadline = time.monotonic() + grace
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        if os.path.lexists(tmp):
+            _remove(tmp)
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 0.5:
+            break
+        time.sleep(0.05)
+    _remove(tmp)
+    _remove(marker)
+
+
 def _regular_rows(array: da.Array) -> da.Array:
-    """Rechunk rows so all blocks but the last have the same size (Zarr needs it)."""
+    """Rows in blocks of one size (but the last), other axes in one block.
+
+    Zarr chunks are regular, and two dask blocks must never write the same Zarr
+    chunk. The caller's array is not modified.
+    """
+    array = da.Array(array.dask, array.name, array.chunks, meta=array._meta)
     rows = array.chunks[0]
     if any(math.isnan(c) for c in rows):
         logger.warning(
@@ -85,7 +121,23 @@ def _regular_rows(array: da.Array) -> da.Array:
         rows = array.chunks[0]
     if len(rows) > 1 and (len(set(rows[:-1])) > 1 or rows[-1] > rows[0]):
         array = array.rechunk({0: max(rows)})
+    if any(n > 1 for n in array.numblocks[1:]):
+        array = array.rechunk({axis: -1 for axis in range(1, array.ndim)})
     return array
+
+
+def _store_block(
+    block: np.ndarray, *, root: str, array_path: str, block_info: dict | None = None
+) -> np.ndarray:
+    """Write one block into its region of a Zarr array (skipped after an abort)."""
+    import zarr
+
+    done = np.zeros((1,) * block.ndim, dtype=np.int64)
+    if os.path.exists(abort_marker(root)):
+        return done
+    region = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
+    zarr.open_array(root, path=array_path, mode="r+")[region] = block
+    return done + 1
 
 
 def write_zarr(
@@ -128,14 +180,23 @@ def write_zarr(
                 tmp if single else root.store,
                 name=name or None,
                 shape=array.shape,
-                chunks=tuple(c[0] if c else 1 for c in array.chunks),
+                chunks=tuple(max(c) if c else 1 for c in array.chunks),
                 dtype=array.dtype,
                 compressors=compressors,
                 zarr_format=3,
             )
             if single and attrs:
                 target.attrs.update(dict(attrs))
-            writes.append(da.store(array, target, lock=False, compute=False))
+            writes.append(
+                array.map_blocks(
+                    _store_block,
+                    root=tmp,
+                    array_path=name,
+                    chunks=tuple((1,) * n for n in array.numblocks),
+                    dtype=np.int64,
+                    name=f"write-zarr-{uuid.uuid4().hex}",
+                ).sum()
+            )
         if root is not None and attrs:
             root.attrs.update(dict(attrs))
         dask.compute(*writes)
@@ -143,6 +204,8 @@ def write_zarr(
 
 
 def _write_part(path: str, names: tuple[str, ...], *blocks: np.ndarray) -> int:
+    if os.path.exists(abort_marker(os.path.dirname(path))):
+        return 0
     columns = {}
     for name, block in zip(names, blocks, strict=True):
         if block.ndim == 2:
