@@ -6,10 +6,17 @@ from importlib.metadata import PackageNotFoundError, version
 
 from daskgmm.exceptions import ConvergenceWarning, NotFittedError
 from daskgmm.mixture import GaussianMixture
+from daskgmm.model_io import load_model as load
 
 try:
     __version__ = version("daskgmm")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["ConvergenceWarning", "GaussianMixture", "NotFittedError", "__version__"]
+__all__ = [
+    "ConvergenceWarning",
+    "GaussianMixture",
+    "NotFittedError",
+    "__version__",
+    "load",
+]

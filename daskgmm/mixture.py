@@ -591,6 +591,36 @@ class GaussianMixture:
         )
         return np.vstack(parts).astype(np.float64), labels
 
+    def save(
+        self,
+        path: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        extra: dict | None = None,
+    ) -> str:
+        """Save the fitted model as a directory of ``model.json`` and ``arrays.npz``.
+
+        Written atomically, never pickled; read back with :func:`daskgmm.load`.
+        See :func:`daskgmm.model_io.save_model`.
+
+        Parameters
+        ----------
+        path : str or path
+            Destination directory.
+        overwrite : bool, default=False
+            Replace an existing model directory at ``path``.
+        extra : dict, optional
+            Small JSON-serialisable metadata stored with the model.
+
+        Returns
+        -------
+        str
+            The absolute path written.
+        """
+        from daskgmm.model_io import save_model
+
+        return save_model(self, path, overwrite=overwrite, extra=extra)
+
 
 ###############################################################################
 # Helpers

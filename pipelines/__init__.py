@@ -1,5 +1,29 @@
 """Config-driven jobs composed from the daskgmm library (read → fit → write → report).
 
-Each pipeline is a plain function taking a validated job configuration; the job
-runner and the registry of pipelines arrive with the job-runner work (issue 4).
+Each pipeline is a plain function ``run(config, *, resume=False) -> dict`` taking a
+validated :class:`daskgmm.config.JobConfig`; ``PIPELINES`` maps the config's
+``pipeline`` names to them.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pipelines import cluster
+
+
+def _not_yet(name: str) -> Callable[..., dict]:
+    def run(config: object, *, resume: bool = False) -> dict:
+        raise NotImplementedError(
+            f"pipeline '{name}' is not available in this version of daskgmm; use "
+            "pipeline: cluster"
+        )
+
+    return run
+
+
+PIPELINES: dict[str, Callable[..., dict]] = {
+    "cluster": cluster.run,
+    "segment_image": _not_yet("segment_image"),
+    "select_model": _not_yet("select_model"),
+}

@@ -1,10 +1,11 @@
-"""Parquet sources read with pyarrow, one bounded piece of a row group per task.
+"""Parquet sources read with pyarrow, one bounded piece of a file per task.
 
 ``dd.read_parquet(...).to_dask_array()`` needed about 1.5x the memory of the same data
-in Zarr and killed 400 MiB workers (FIELD-NOTES.md). Here every task reads one slice of
-one row group in record batches straight into a preallocated float array, so a task
-holds its output plus one batch. Row counts come from the files' footers: no pass
-over the data is needed to know the chunk sizes (unless a row filter is given).
+in Zarr and killed 400 MiB workers (FIELD-NOTES.md). Here every task reads one piece
+(consecutive small row groups, or a slice of a large one) in record batches straight
+into a preallocated float array, so a task holds its output plus Arrow's buffers for
+one batch. Row counts come from the files' footers: no pass over the data is needed
+to know the chunk sizes (unless a row filter is given).
 """
 
 from __future__ import annotations

@@ -1,0 +1,185 @@
+"""The ``daskgmm`` command: run, validate, predict, info.
+
+Exit codes: 0 done; 2 bad configuration or arguments (the message names the field
+path); 1 a run-time failure (one line naming the problem; the traceback only with
+``--debug``). Only this module prints and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 too; keep one line
+        self.exit(EXIT_USAGE, f"daskgmm: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from daskgmm import __version__
+
+    parser = _Parser(
+        prog="daskgmm",
+        description="Gaussian mixture models fitted by EM on dask, from job files.",
+    )
+    parser.add_argument("--version", action="version", version=f"daskgmm {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks and debug logs"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a job file")
+    run.add_argument("config", help="YAML job file")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set model.n_components=12",
+    )
+    run.add_argument("--resume", action="store_true", help="continue from a checkpoint")
+    run.add_argument("--quiet", action="store_true", help="only warnings and errors")
+
+    validate = sub.add_parser("validate", help="check a job file without running it")
+    validate.add_argument("config")
+    validate.add_argument("--set", dest="overrides", action="append", default=[])
+
+    predict = sub.add_parser(
+        "predict", help="label the rows of DATA with a saved model"
+    )
+    predict.add_argument("model", help="model directory written by a job or .save()")
+    predict.add_argument("data", help="Zarr store, Parquet file/dataset, .npy or image")
+    predict.add_argument("--out", required=True, help="output path (.zarr or .parquet)")
+    predict.add_argument("--array", help="array inside a Zarr group")
+    predict.add_argument("--columns", help="comma-separated Parquet feature columns")
+    predict.add_argument(
+        "--probabilities", action="store_true", help="also write probabilities"
+    )
+    predict.add_argument("--overwrite", action="store_true")
+
+    info = sub.add_parser("info", help="describe a saved model")
+    info.add_argument("model")
+    return parser
+
+
+def _configure_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("daskgmm")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from daskgmm.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    print(f"{args.config}: valid {config.pipeline} job")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from daskgmm.config import load_config
+    from pipelines import PIPELINES
+
+    config = load_config(args.config, args.overrides)
+    if config.output.overwrite is False:
+        from daskgmm.jobs import check_output
+
+        check_output(config.output)
+    if not args.quiet:
+        config = config.model_copy(
+            update={"model": config.model.model_copy(update={"verbose": 1})}
+        )
+    result = PIPELINES[config.pipeline](config, resume=args.resume)
+    print(json.dumps(result, indent=2, default=str))
+    return EXIT_OK
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from daskgmm.model_io import load_model_metadata
+
+    meta = load_model_metadata(args.model)
+    print(json.dumps(meta, indent=2, default=str))
+    return EXIT_OK
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import os
+
+    from daskgmm import io, load
+    from daskgmm.jobs import JobError
+
+    model = load(args.model)
+    path = args.data
+    lower = path.lower().rstrip("/")
+    if not os.path.exists(path) and "://" not in path:
+        raise JobError(f"data not found: {path}")
+    passthrough = {}
+    if lower.endswith((".parquet", ".pq")) or (
+        os.path.isdir(path) and not lower.endswith(".zarr")
+    ):
+        columns = args.columns.split(",") if args.columns else None
+        if columns is None and getattr(model, "feature_names_in_", None) is not None:
+            columns = list(model.feature_names_in_)
+        X = io.ParquetSource(path, columns).features()
+    elif lower.endswith(".npy"):
+        X = io.read_npy(path)
+    elif lower.endswith((".tif", ".tiff", ".png", ".jpg", ".jpeg")):
+        X = io.image_to_pixels(io.read_image(path))
+    else:
+        X = io.read_zarr(path, args.array)
+    outputs = {"label": model.predict(X)}
+    if args.probabilities:
+        outputs["proba"] = model.predict_proba(X)
+    if args.out.lower().rstrip("/").endswith(".parquet"):
+        io.write_parquet({**passthrough, **outputs}, args.out, overwrite=args.overwrite)
+    else:
+        io.write_zarr(outputs, args.out, overwrite=args.overwrite)
+    print(f"wrote {args.out}")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "validate": _cmd_validate,
+    "predict": _cmd_predict,
+    "info": _cmd_info,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``daskgmm`` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    _configure_logging(args.debug, getattr(args, "quiet", False))
+    from daskgmm.config import ConfigError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, FileExistsError) as exc:
+        if args.debug:
+            raise
+        print(f"daskgmm: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("daskgmm: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:  # one line per failure, the traceback with --debug
+        if args.debug:
+            raise
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"daskgmm: error: {type(exc).__name__}: {text}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

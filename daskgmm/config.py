@@ -1,0 +1,273 @@
+"""Job configuration: a pydantic schema per block, YAML read with ``yaml.safe_load``.
+
+A job file has five blocks — ``pipeline``, ``data``, ``model``, ``cluster``,
+``output`` — and unknown keys anywhere are errors. Validation errors come out as one
+line per problem with the field path, e.g. ``model.n_components: Input should be
+greater than 0``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+PIPELINES = ("cluster", "segment_image", "select_model")
+
+
+class ConfigError(ValueError):
+    """A job configuration that cannot be used; the message names the field path."""
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticData(_Block):
+    """Rows generated from a known mixture (``daskgmm.datasets.make_gmm``)."""
+
+    n_samples: int = Field(1_000_000, gt=0)
+    n_features: int = Field(2, gt=0)
+    n_components: int = Field(3, gt=0)
+    covariance_type: Literal["full", "tied", "diag", "spherical"] = "full"
+    separation: float = Field(6.0, gt=0)
+    random_state: int = 0
+
+
+class DataConfig(_Block):
+    """Where the rows come from."""
+
+    source: Literal["synthetic", "zarr", "parquet", "npy", "image"]
+    path: str | None = None
+    array: str | None = None
+    columns: list[str] | None = None
+    id_columns: list[str] = Field(default_factory=list)
+    filters: list[tuple[str, str, Any]] | None = None
+    rows_per_chunk: int | None = Field(None, gt=0)
+    sample_fraction: float | None = Field(None, gt=0, le=1)
+    storage_options: dict[str, Any] | None = None
+    synthetic: SyntheticData = Field(default_factory=SyntheticData)
+
+    @model_validator(mode="after")
+    def _path_when_needed(self) -> DataConfig:
+        if self.source != "synthetic" and not self.path:
+            raise ValueError(f"a path is needed for source '{self.source}'")
+        if self.id_columns and self.source != "parquet":
+            raise ValueError("id_columns are only read from Parquet sources")
+        if self.filters and self.source != "parquet":
+            raise ValueError("filters apply to Parquet sources only")
+        return self
+
+
+class ModelConfig(_Block):
+    """Every ``GaussianMixture`` parameter (same names and defaults)."""
+
+    n_components: int = Field(1, gt=0)
+    covariance_type: Literal["full", "tied", "diag", "spherical"] = "full"
+    tol: float = Field(1e-3, ge=0)
+    reg_covar: float = Field(1e-6, ge=0)
+    max_iter: int = Field(100, ge=0)
+    n_init: int = Field(1, gt=0)
+    init_params: Literal["kmeans", "k-means++", "random", "random_from_data"] = "kmeans"
+    weights_init: list[float] | None = None
+    means_init: list[list[float]] | None = None
+    precisions_init: list[Any] | None = None
+    random_state: int | None = 0
+    warm_start: bool = False
+    verbose: int = Field(0, ge=0)
+    verbose_interval: int = Field(1, gt=0)
+    split_every: int = Field(16, ge=2)
+    persist: Literal["auto", True, False] = "auto"
+    init_sample_size: int = Field(50_000, gt=0)
+
+
+class TLSConfig(_Block):
+    """Certificates for a ``tls://`` scheduler."""
+
+    ca_file: str
+    cert: str
+    key: str
+
+
+class ClusterConfig(_Block):
+    """Which dask cluster runs the job: absent/empty = an embedded LocalCluster."""
+
+    address: str | None = None
+    scheduler_file: str | None = None
+    tls: TLSConfig | None = None
+    n_workers: int | None = Field(None, gt=0)
+    threads_per_worker: int | None = Field(None, gt=0)
+    memory_limit: str | None = None
+    timeout: float = Field(10.0, gt=0)
+
+    @field_validator("address")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("tcp://", "tls://")):
+            raise ValueError("the address must start with tcp:// or tls://")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ClusterConfig:
+        if self.address and self.scheduler_file:
+            raise ValueError("give either address or scheduler_file, not both")
+        remote = self.address or self.scheduler_file
+        local_only = (self.n_workers, self.threads_per_worker, self.memory_limit)
+        if remote and any(v is not None for v in local_only):
+            raise ValueError(
+                "n_workers, threads_per_worker and memory_limit size the embedded "
+                "cluster; they do not apply to a remote scheduler"
+            )
+        if self.address and self.address.startswith("tls://") and self.tls is None:
+            raise ValueError("a tls:// address needs the tls certificates")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the job starts its own LocalCluster."""
+        return not (self.address or self.scheduler_file)
+
+
+class OutputConfig(_Block):
+    """What the job writes, and where."""
+
+    directory: str
+    model: bool = True
+    labels: bool = True
+    probabilities: bool = False
+    log_densities: bool = False
+    report: bool = False
+    format: Literal["zarr", "parquet"] = "zarr"
+    overwrite: bool = False
+    checkpoint: bool = False
+
+
+class JobConfig(_Block):
+    """A whole job."""
+
+    pipeline: Literal["cluster", "segment_image", "select_model"] = "cluster"
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    output: OutputConfig
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (not allowed here)"
+        elif item["type"] == "missing":
+            message = "required key missing"
+        lines.append(f"{path}: {message}")
+    return "; ".join(lines)
+
+
+def _coerce(text: str) -> Any:
+    """A ``--set`` value as YAML would read it (numbers, booleans, lists, null)."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key.path=value`` overrides to a raw config mapping (a new copy).
+
+    Raises
+    ------
+    ConfigError
+        An override without ``=`` or one that walks into a non-mapping.
+    """
+    result = yaml.safe_load(yaml.safe_dump(raw))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a mapping")
+        node[parts[-1]] = _coerce(value)
+    return result
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """A YAML mapping from a file, read with ``yaml.safe_load``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a job config must be a YAML mapping")
+    return raw
+
+
+def validate(raw: dict) -> JobConfig:
+    """A validated job config from a raw mapping.
+
+    Raises
+    ------
+    ConfigError
+        One line per problem, each with the field path.
+    """
+    try:
+        return JobConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def load_config(
+    path: str | os.PathLike, overrides: list[str] | None = None
+) -> JobConfig:
+    """Read, override and validate a job file; relative paths resolve from its folder."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    config = validate(raw)
+    return resolve_paths(config, Path(path).resolve().parent)
+
+
+def _resolve(value: str | None, base: Path) -> str | None:
+    if value is None or "://" in value or os.path.isabs(value):
+        return value
+    return str((base / value).resolve())
+
+
+def resolve_paths(config: JobConfig, base: Path) -> JobConfig:
+    """The config with relative data/output/cluster paths made absolute from ``base``."""
+    data = config.data.model_copy(update={"path": _resolve(config.data.path, base)})
+    output = config.output.model_copy(
+        update={"directory": _resolve(config.output.directory, base)}
+    )
+    cluster_updates: dict[str, Any] = {
+        "scheduler_file": _resolve(config.cluster.scheduler_file, base)
+    }
+    if config.cluster.tls is not None:
+        tls = config.cluster.tls
+        cluster_updates["tls"] = tls.model_copy(
+            update={
+                "ca_file": _resolve(tls.ca_file, base),
+                "cert": _resolve(tls.cert, base),
+                "key": _resolve(tls.key, base),
+            }
+        )
+    cluster = config.cluster.model_copy(update=cluster_updates)
+    return config.model_copy(
+        update={"data": data, "output": output, "cluster": cluster}
+    )

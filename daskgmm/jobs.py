@@ -1,0 +1,290 @@
+"""Building blocks of config-driven jobs: the cluster, the data, the outputs.
+
+Pipelines (``pipelines/``) compose these; the command line (``daskgmm.cli``) maps
+their exceptions to exit codes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from daskgmm.config import ClusterConfig, DataConfig, JobConfig, OutputConfig
+
+logger = logging.getLogger("daskgmm")
+
+
+class JobError(RuntimeError):
+    """A job that failed at run time (exit code 1); the message is one line."""
+
+
+###############################################################################
+# The cluster
+
+
+def _security(cfg: ClusterConfig) -> Any:
+    if cfg.tls is None:
+        return None
+    from distributed.security import Security
+
+    for name in ("ca_file", "cert", "key"):
+        path = getattr(cfg.tls, name)
+        if not os.path.isfile(path):
+            raise JobError(f"cluster.tls.{name}: file not found: {path}")
+    return Security(
+        tls_ca_file=cfg.tls.ca_file,
+        tls_client_cert=cfg.tls.cert,
+        tls_client_key=cfg.tls.key,
+        require_encryption=True,
+    )
+
+
+@contextlib.contextmanager
+def connect(cfg: ClusterConfig) -> Iterator[Any]:
+    """A ``distributed.Client`` for the job: embedded LocalCluster, address or file.
+
+    The embedded cluster binds to 127.0.0.1, one single-threaded worker per core by
+    default, and is closed when the block ends. A remote scheduler that cannot be
+    reached within ``cfg.timeout`` seconds raises :class:`JobError`.
+    """
+    from distributed import Client, LocalCluster
+
+    if cfg.embedded:
+        n_workers = cfg.n_workers or os.cpu_count() or 1
+        with (
+            LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=cfg.threads_per_worker or 1,
+                memory_limit=cfg.memory_limit or "auto",
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            logger.info(
+                "embedded dask cluster: %d workers; dashboard %s",
+                n_workers,
+                cluster.dashboard_link,
+            )
+            yield client
+        return
+    target = cfg.address or cfg.scheduler_file
+    try:
+        if cfg.address:
+            client = Client(cfg.address, timeout=cfg.timeout, security=_security(cfg))
+        else:
+            if not os.path.isfile(cfg.scheduler_file):
+                raise JobError(
+                    f"cluster.scheduler_file: file not found: {cfg.scheduler_file}"
+                )
+            client = Client(scheduler_file=cfg.scheduler_file, timeout=cfg.timeout)
+    except (OSError, TimeoutError) as exc:
+        raise JobError(
+            f"cannot reach the dask scheduler at {target} within {cfg.timeout:g} s "
+            f"({type(exc).__name__}); check cluster.address and that it is running"
+        ) from None
+    with client:
+        logger.info("connected to %s; dashboard %s", target, client.dashboard_link)
+        yield client
+
+
+###############################################################################
+# The data
+
+
+@dataclass
+class JobData:
+    """What a pipeline fits and predicts on.
+
+    Attributes
+    ----------
+    X : dask array (n_samples, n_features)
+    passthrough : dict of name to 1-D dask array aligned with X's rows
+    feature_names : list of str or None
+    description : str
+        For logs and reports.
+    """
+
+    X: da.Array
+    passthrough: dict[str, da.Array] = field(default_factory=dict)
+    feature_names: list[str] | None = None
+    description: str = ""
+
+
+def open_data(cfg: DataConfig) -> JobData:
+    """Open the job's data source lazily."""
+    from daskgmm import io
+
+    if cfg.source == "synthetic":
+        from daskgmm.datasets import make_gmm
+
+        syn = cfg.synthetic
+        X, _, _ = make_gmm(
+            syn.n_samples,
+            syn.n_features,
+            syn.n_components,
+            chunks=cfg.rows_per_chunk or 131_072,
+            covariance_type=syn.covariance_type,
+            separation=syn.separation,
+            random_state=syn.random_state,
+        )
+        return JobData(X, description=f"synthetic mixture, {syn.n_samples:,} rows")
+    if not os.path.exists(cfg.path) and "://" not in cfg.path:
+        raise JobError(f"data.path: not found: {cfg.path}")
+    if cfg.source == "zarr":
+        X = io.read_zarr(
+            cfg.path,
+            cfg.array,
+            rows_per_chunk=cfg.rows_per_chunk,
+            storage_options=cfg.storage_options,
+        )
+        return JobData(X, description=f"Zarr {cfg.path}")
+    if cfg.source == "npy":
+        return JobData(
+            io.read_npy(cfg.path, rows_per_chunk=cfg.rows_per_chunk),
+            description=f".npy {cfg.path}",
+        )
+    if cfg.source == "parquet":
+        source = io.ParquetSource(
+            cfg.path,
+            cfg.columns,
+            filters=[tuple(f) for f in cfg.filters] if cfg.filters else None,
+            rows_per_chunk=cfg.rows_per_chunk,
+        )
+        ids = {name: source.column(name) for name in cfg.id_columns}
+        return JobData(
+            source.features(),
+            ids,
+            list(source.columns),
+            description=f"Parquet {cfg.path}",
+        )
+    image = io.read_image(cfg.path, array=cfg.array)
+    return JobData(io.image_to_pixels(image), description=f"image {cfg.path}")
+
+
+def _keep_fraction(
+    block: np.ndarray, fraction: float, seed: int, block_info: dict | None = None
+) -> np.ndarray:
+    index = block_info[0]["chunk-location"][0]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+    return block[rng.random(block.shape[0]) < fraction]
+
+
+def fit_rows(X: da.Array, fraction: float | None, seed: int | None) -> da.Array:
+    """The rows to fit on: all, or a uniform Bernoulli sample of ``fraction``."""
+    if fraction is None or fraction >= 1:
+        return X
+    return X.map_blocks(
+        _keep_fraction,
+        fraction,
+        0 if seed is None else seed,
+        chunks=((math.nan,) * X.numblocks[0], X.chunks[1]),
+        dtype=X.dtype,
+    )
+
+
+###############################################################################
+# Outputs
+
+
+def check_output(cfg: OutputConfig) -> None:
+    """Refuse an existing output directory unless ``overwrite`` is set."""
+    if os.path.exists(cfg.directory) and not cfg.overwrite:
+        raise FileExistsError(
+            f"output.directory {cfg.directory} already exists; remove it or set "
+            "output.overwrite: true"
+        )
+
+
+def write_predictions(model: Any, data: JobData, cfg: OutputConfig, where: str) -> dict:
+    """Labels / probabilities / log-densities of every row, in one pass over the data."""
+    from daskgmm import io
+
+    columns: dict[str, da.Array] = {}
+    if cfg.labels:
+        columns["label"] = model.predict(data.X)
+    if cfg.probabilities:
+        columns["proba"] = model.predict_proba(data.X)
+    if cfg.log_densities:
+        columns["log_density"] = model.score_samples(data.X)
+    if not columns:
+        return {}
+    if cfg.format == "parquet":
+        path = os.path.join(where, "predictions.parquet")
+        io.write_parquet({**data.passthrough, **columns}, path)
+    else:
+        path = os.path.join(where, "predictions.zarr")
+        io.write_zarr(columns, path)
+    return {"predictions": path}
+
+
+def write_json(path: str, payload: dict) -> None:
+    """JSON with NaN/inf written as null."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if isinstance(value, (np.floating, float)):
+            return float(value) if math.isfinite(value) else None
+        if isinstance(value, np.integer):
+            return int(value)
+        if isinstance(value, np.bool_):
+            return bool(value)
+        return value
+
+    with open(path, "w") as f:
+        json.dump(clean(payload), f, indent=2)
+
+
+def fit_metrics(model: Any, X: da.Array, seconds: float) -> dict:
+    """Lower bound, BIC, AIC (one pass), iterations and timings of a fitted model."""
+    total, n = model._loglik(X)
+    n_params = model._n_parameters()
+    return {
+        "n_samples": n,
+        "n_features": int(model.n_features_in_),
+        "n_components": int(model.n_components),
+        "covariance_type": model.covariance_type,
+        "lower_bound": model.lower_bound_,
+        "mean_log_likelihood": total / n,
+        "bic": -2.0 * total + n_params * math.log(n),
+        "aic": -2.0 * total + 2.0 * n_params,
+        "n_parameters": n_params,
+        "n_iter": int(model.n_iter_),
+        "converged": bool(model.converged_),
+        "fit_seconds": seconds,
+        "seconds_per_iteration": seconds / max(int(model.n_iter_), 1),
+    }
+
+
+class Timer:
+    """Wall-clock seconds of a block: ``with Timer() as t: ...; t.seconds``."""
+
+    def __enter__(self) -> Timer:
+        self._start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._start
+
+
+def model_params(config: JobConfig) -> dict:
+    """``GaussianMixture`` keyword arguments from the model block."""
+    params = config.model.model_dump()
+    for name in ("weights_init", "means_init", "precisions_init"):
+        if params[name] is not None:
+            params[name] = np.asarray(params[name], dtype=np.float64)
+    return params

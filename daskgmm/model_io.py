@@ -1,0 +1,703 @@
+"""Model files: a fitted GaussianMixture as a directory of JSON metadata and .npz arrays.
+
+A model file is a directory holding two files:
+
+- ``model.json``: the format and library versions, every parameter of the
+  estimator (non-finite floats as ``{"float": "-inf"}``, NumPy scalars as
+  ``{"numpy": "int64", "value": 3}``, array parameters as ``{"array": name}``), the
+  scalar fitted attributes, the feature names, the dtype and the caller's extras;
+- ``arrays.npz``: the fitted arrays and the array-valued ``*_init`` parameters,
+  written by ``np.savez`` and read with ``allow_pickle=False``. Nothing is pickled.
+
+The directory is written beside its destination under a hidden name and renamed
+into place when complete (:func:`daskgmm.io.atomic_path`), so a failed save leaves
+nothing behind. Loading checks everything it reads and raises a one-line
+``ValueError`` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from daskgmm._validation import precision_shape
+from daskgmm.exceptions import NotFittedError
+from daskgmm.mixture import GaussianMixture
+
+logger = logging.getLogger("daskgmm")
+
+FORMAT = "daskgmm-model"
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+ARRAYS_NPZ = "arrays.npz"
+FITTED_ARRAYS = (
+    "weights_",
+    "means_",
+    "covariances_",
+    "precisions_",
+    "precisions_cholesky_",
+)
+INIT_ARRAYS = ("weights_init", "means_init", "precisions_init")
+FIT_DTYPES = ("float32", "float64")
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+_NON_FINITE = ("inf", "-inf", "nan")
+_CORRUPT = "the model file is corrupt"
+# What np.load and zipfile raise on a damaged archive (NotImplementedError and
+# RuntimeError: a damaged compression method or encryption flag).
+_NPZ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    zipfile.BadZipFile,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+###############################################################################
+# JSON values: floats, NumPy scalars and parameters
+
+
+def _encode_float(value: float) -> float | dict[str, str]:
+    """A float as JSON: a number, or ``{"float": "inf"|"-inf"|"nan"}``."""
+    value = float(value)
+    return value if math.isfinite(value) else {"float": repr(value)}
+
+
+def _decode_float(value: Any) -> float:
+    """Inverse of :func:`_encode_float`; raises ValueError for anything else."""
+    if isinstance(value, dict) and set(value) == {"float"}:
+        if value["float"] in _NON_FINITE:
+            return float(value["float"])
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"expected a float, got {value!r}")
+
+
+def _encode_param(value: Any) -> Any:
+    """A parameter value as JSON, or raise TypeError when it has no JSON form.
+
+    NumPy scalars keep their type (``{"numpy": "int64", "value": 3}``); they are
+    checked first since ``np.float64`` is a subclass of ``float``.
+    """
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return {"numpy": value.dtype.name, "value": _encode_param(value.item())}
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return _encode_float(value)
+    raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
+def _decode_numpy(type_name: Any, value: Any) -> np.generic:
+    """A NumPy scalar of type ``type_name`` (bool, int or float kinds only)."""
+    try:
+        dtype = np.dtype(type_name)
+        if dtype.kind not in "biuf":
+            raise TypeError
+        inner = _decode_param(value)
+        if not isinstance(inner, (bool, int, float)):
+            raise TypeError
+        return dtype.type(inner)
+    except (TypeError, OverflowError):
+        raise ValueError(f"not a NumPy {type_name!r} scalar: {value!r}") from None
+
+
+def _decode_param(value: Any) -> Any:
+    """Inverse of :func:`_encode_param`; raises ValueError for anything else."""
+    if isinstance(value, dict):
+        if set(value) == {"float"}:
+            return _decode_float(value)
+        if set(value) == {"numpy", "value"}:
+            return _decode_numpy(value["numpy"], value["value"])
+        raise ValueError(f"unrecognised value {value!r}")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(f"unrecognised value {value!r}")
+
+
+###############################################################################
+# Saving: the document and the arrays, built before anything is written
+
+
+def _init_array(name: str, value: Any) -> tuple[np.ndarray, dict[str, str]]:
+    """An array-valued ``*_init`` parameter as a numeric array and its placeholder.
+
+    A list (or other array-like) is marked ``"as": "list"`` and comes back as a
+    list; an ndarray comes back with its dtype.
+    """
+    placeholder = {"array": name}
+    if not isinstance(value, np.ndarray):
+        placeholder["as"] = "list"
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"cannot save the model: {name} is not an array of numbers"
+            ) from None
+        logger.warning("%s of dtype %s saved as float64", name, np.asarray(value).dtype)
+    return array, placeholder
+
+
+def _unstorable_message(name: str, value: Any) -> str:
+    if isinstance(value, np.random.RandomState):
+        return (
+            "random_state is a RandomState instance, which a model file cannot hold; "
+            "it is saved as random_state=None (sample() and a refit of the loaded "
+            "model will draw different numbers)"
+        )
+    return (
+        f"parameter {name}={value!r} ({type(value).__name__}) cannot be stored in a "
+        f"model file; it is saved as {name}=None"
+    )
+
+
+def _params_section(
+    params: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The JSON form of every parameter, and the array parameters for the npz."""
+    section: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in params.items():
+        if name in INIT_ARRAYS and value is not None:
+            arrays[name], section[name] = _init_array(name, value)
+            continue
+        try:
+            section[name] = _encode_param(value)
+        except TypeError:
+            logger.warning("%s", _unstorable_message(name, value))
+            section[name] = None
+    return section, arrays
+
+
+def _fitted_section(model: GaussianMixture) -> dict[str, Any]:
+    return {
+        "converged_": bool(model.converged_),
+        "n_iter_": int(model.n_iter_),
+        "lower_bound_": _encode_float(model.lower_bound_),
+        "lower_bounds_": [_encode_float(v) for v in model.lower_bounds_],
+        "n_features_in_": int(model.n_features_in_),
+    }
+
+
+def _data_section(model: GaussianMixture) -> dict[str, Any]:
+    names = getattr(model, "feature_names_in_", None)
+    return {
+        "feature_names": None if names is None else [str(n) for n in names],
+        "dtype": np.dtype(model.means_.dtype).name,
+        "n_features": int(model.n_features_in_),
+    }
+
+
+def _check_extra(extra: dict | None) -> dict:
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict, got {type(extra).__name__}")
+    try:
+        json.dumps(extra, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"extra must be JSON-serialisable: {exc}") from None
+    return extra
+
+
+def _model_document(
+    model: GaussianMixture, extra: dict | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The ``model.json`` document and the ``arrays.npz`` arrays of a fitted model.
+
+    Parameters
+    ----------
+    model : GaussianMixture
+        A fitted model.
+    extra : dict, optional
+        Small JSON-serialisable metadata stored under ``"extra"``.
+
+    Returns
+    -------
+    document : dict
+    arrays : dict of str to ndarray
+
+    Raises
+    ------
+    NotFittedError
+        The model is not fitted.
+    ValueError
+        The fitted arrays do not match the parameters (for instance after
+        ``set_params(n_components=...)``), so the file would not load.
+    """
+    if not isinstance(model, GaussianMixture):
+        raise TypeError(
+            f"save_model saves a daskgmm GaussianMixture, got {type(model).__name__}"
+        )
+    if not hasattr(model, "converged_"):
+        raise NotFittedError(
+            f"This {type(model).__name__} instance is not fitted yet: call 'fit' "
+            "before saving it."
+        )
+    import daskgmm
+
+    params, arrays = _params_section(model.get_params())
+    fitted = {name: np.asarray(getattr(model, name)) for name in FITTED_ARRAYS}
+    data = _data_section(model)
+    problem = _model_problem(model, fitted, data)
+    if problem is not None:
+        raise ValueError(f"cannot save the model: {problem}")
+    arrays = {**fitted, **arrays}
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library_version": daskgmm.__version__,
+        "class": type(model).__name__,
+        "params": params,
+        "fitted": _fitted_section(model),
+        "data": data,
+        "arrays": list(arrays),
+        "extra": _check_extra(extra),
+    }
+    return document, arrays
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The arrays as an uncompressed .npz archive, refusing object arrays."""
+    for name, array in arrays.items():
+        if array.dtype.hasobject:
+            raise ValueError(f"cannot save {name}: object arrays would need pickle")
+    buffer = io.BytesIO()
+    # Object arrays are refused above, so nothing is pickled (np.savez's
+    # allow_pickle keyword is missing from NumPy < 2.1).
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _write_file(path: str, payload: bytes) -> None:
+    """Write ``payload`` to a new file and flush it to disk."""
+    with open(path, "xb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _is_model_dir(path: str) -> bool:
+    """A directory holding nothing but model files (what ``overwrite`` may replace)."""
+    return os.path.isdir(path) and set(os.listdir(path)) <= {MODEL_JSON, ARRAYS_NPZ}
+
+
+def save_model(
+    model: GaussianMixture,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    extra: dict | None = None,
+) -> str:
+    """Save a fitted GaussianMixture as a model directory, atomically.
+
+    Parameters
+    ----------
+    model : GaussianMixture
+        A fitted model.
+    path : str or path
+        Destination directory; it receives ``model.json`` and ``arrays.npz``.
+    overwrite : bool, default=False
+        Replace an existing model directory at ``path``.
+    extra : dict, optional
+        Small JSON-serialisable metadata, read back by :func:`load_model_metadata`.
+
+    Returns
+    -------
+    str
+        The absolute path written.
+
+    Raises
+    ------
+    NotFittedError
+        The model is not fitted.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False, or ``path`` exists and is not a
+        model directory (never replaced).
+    """
+    from daskgmm.io import atomic_path
+
+    document, arrays = _model_document(model, extra)
+    json_bytes = json.dumps(
+        document, indent=2, allow_nan=False, ensure_ascii=False
+    ).encode("utf-8")
+    npz_bytes = _npz_bytes(arrays)
+    final = os.path.abspath(os.fspath(path))
+    if overwrite and os.path.lexists(final) and not _is_model_dir(final):
+        raise FileExistsError(
+            f"{final} exists and is not a daskgmm model directory; refusing to "
+            "overwrite it"
+        )
+    with atomic_path(final, overwrite=overwrite) as tmp:
+        os.makedirs(tmp)
+        _write_file(os.path.join(tmp, MODEL_JSON), json_bytes)
+        _write_file(os.path.join(tmp, ARRAYS_NPZ), npz_bytes)
+    logger.info("saved the model to %s", final)
+    return final
+
+
+###############################################################################
+# Loading: every value checked, one-line errors naming the file
+
+
+def _model_dir(path: str | os.PathLike) -> str:
+    """The absolute model directory, checked to exist and to hold model.json."""
+    final = os.path.abspath(os.fspath(path))
+    if not os.path.exists(final):
+        raise FileNotFoundError(f"no daskgmm model at {final}: the path does not exist")
+    if not os.path.isdir(final):
+        raise ValueError(
+            f"{final} is not a daskgmm model: a model is a directory holding "
+            f"{MODEL_JSON} and {ARRAYS_NPZ}"
+        )
+    if not os.path.isfile(os.path.join(final, MODEL_JSON)):
+        raise ValueError(f"{final} is not a daskgmm model: it has no {MODEL_JSON}")
+    return final
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}; {_CORRUPT}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} is not a daskgmm model file: not a JSON object")
+    return document
+
+
+def _check_header(document: Mapping[str, Any], path: str) -> None:
+    """The format, its version and the class, or a ValueError that says what to do."""
+    if document.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not a daskgmm model file: its format is "
+            f"{document.get('format')!r}, expected {FORMAT!r}"
+        )
+    version = document.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(
+            f"{path} has an invalid format_version {version!r}; {_CORRUPT}"
+        )
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written by daskgmm {document.get('library_version', '?')} "
+            f"with model format {version}; this daskgmm reads format "
+            f"{FORMAT_VERSION} — upgrade daskgmm"
+        )
+    if document.get("class") != "GaussianMixture":
+        raise ValueError(
+            f"{path} holds a {document.get('class')!r} model; daskgmm reads "
+            "'GaussianMixture' models"
+        )
+
+
+def _section(document: Mapping[str, Any], key: str, kind: type, path: str) -> Any:
+    value = document.get(key)
+    if not isinstance(value, kind):
+        raise ValueError(
+            f"{path} has no valid {key!r} section (expected a JSON "
+            f"{'object' if kind is dict else 'array'}); {_CORRUPT}"
+        )
+    return value
+
+
+def _read_document(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """The path of model.json and its document, its header checked."""
+    json_path = os.path.join(_model_dir(path), MODEL_JSON)
+    document = _read_json(json_path)
+    _check_header(document, json_path)
+    return json_path, document
+
+
+def load_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``model.json`` document of a model directory, its header checked.
+
+    Parameters
+    ----------
+    path : str or path
+        A model directory written by :func:`save_model`.
+
+    Returns
+    -------
+    dict
+        The JSON document as stored (``"format"``, ``"format_version"``,
+        ``"library_version"``, ``"class"``, ``"params"``, ``"fitted"``,
+        ``"data"``, ``"arrays"``), with the caller's extras under ``"extra"``
+        (``{}`` when none were given). The arrays are not read.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        ``path`` is not a daskgmm model, its model.json is corrupt or it was
+        written with a newer model format.
+    """
+    _, document = _read_document(path)
+    document.setdefault("extra", {})
+    return document
+
+
+def _npz_error(path: str, exc: Exception, name: str | None = None) -> ValueError:
+    if "allow_pickle" in str(exc):
+        return ValueError(
+            f"{path} holds an object array {name!r}, which daskgmm does not load "
+            f"(it would need pickle); {_CORRUPT}"
+        )
+    return ValueError(f"{path} is not a readable .npz archive: {exc}; {_CORRUPT}")
+
+
+def _read_arrays(path: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz archive, read with ``allow_pickle=False``."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is missing; {_CORRUPT}")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ValueError(f"{path} is not an .npz archive; {_CORRUPT}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except _NPZ_ERRORS as exc:
+        raise _npz_error(path, exc) from None
+    arrays = {}
+    with npz:
+        for name in npz.files:
+            try:
+                array = npz[name]
+            except _NPZ_ERRORS as exc:
+                raise _npz_error(path, exc, name) from None
+            if not isinstance(array, np.ndarray):
+                raise ValueError(f"{path}: {name!r} is not a NumPy array; {_CORRUPT}")
+            arrays[name] = array
+    return arrays
+
+
+def _decode_params(
+    section: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    """Estimator parameters from their JSON form; raises ValueError naming one."""
+    valid = GaussianMixture._param_names()
+    unknown = sorted(set(section) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}")
+    params = {}
+    for name, value in section.items():
+        if name in INIT_ARRAYS and isinstance(value, dict) and "array" in value:
+            if value != {"array": name} and value != {"array": name, "as": "list"}:
+                raise ValueError(f"parameter {name}: bad placeholder {value!r}")
+            if name not in arrays:
+                raise ValueError(f"parameter {name}: array {name!r} is not stored")
+            array = arrays[name]
+            params[name] = array.tolist() if "as" in value else array
+            continue
+        try:
+            params[name] = _decode_param(value)
+        except ValueError as exc:
+            raise ValueError(f"parameter {name}: {exc}") from None
+    return params
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _decode_fitted(section: Mapping[str, Any]) -> dict[str, Any]:
+    """Scalar fitted attributes with their Python types; raises ValueError."""
+    missing = sorted(
+        {"converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_"}
+        - set(section)
+    )
+    if missing:
+        raise ValueError(f"fitted attribute(s) {missing} missing")
+    if not isinstance(section["converged_"], bool):
+        raise ValueError(
+            f"converged_ must be true or false, got {section['converged_']!r}"
+        )
+    if not _is_int(section["n_iter_"], 0):
+        raise ValueError(f"n_iter_ must be an int >= 0, got {section['n_iter_']!r}")
+    if not _is_int(section["n_features_in_"], 1):
+        raise ValueError(
+            f"n_features_in_ must be an int >= 1, got {section['n_features_in_']!r}"
+        )
+    if not isinstance(section["lower_bounds_"], list):
+        raise ValueError("lower_bounds_ must be a list")
+    return {
+        "converged_": section["converged_"],
+        "n_iter_": section["n_iter_"],
+        "lower_bound_": _decode_float(section["lower_bound_"]),
+        "lower_bounds_": [_decode_float(v) for v in section["lower_bounds_"]],
+        "n_features_in_": section["n_features_in_"],
+    }
+
+
+def _data_problem(data: Mapping[str, Any], n_features_in: int) -> str | None:
+    """What is wrong with the ``data`` section, or None."""
+    if data.get("dtype") not in FIT_DTYPES:
+        return f"data dtype {data.get('dtype')!r} is not one of {list(FIT_DTYPES)}"
+    if data.get("n_features") != n_features_in:
+        return (
+            f"data n_features {data.get('n_features')!r} differs from "
+            f"n_features_in_ {n_features_in}"
+        )
+    names = data.get("feature_names")
+    if names is not None and not (
+        isinstance(names, list)
+        and len(names) == n_features_in
+        and all(isinstance(n, str) for n in names)
+    ):
+        return f"feature_names must be null or {n_features_in} strings, got {names!r}"
+    return None
+
+
+def _arrays_problem(
+    arrays: Mapping[str, np.ndarray],
+    n_components: int,
+    n_features: int,
+    covariance_type: str,
+    dtype: str,
+) -> str | None:
+    """What is wrong with the fitted arrays for these dimensions, or None."""
+    cov_shape = precision_shape(covariance_type, n_components, n_features)
+    expected = {
+        "weights_": (n_components,),
+        "means_": (n_components, n_features),
+        "covariances_": cov_shape,
+        "precisions_": cov_shape,
+        "precisions_cholesky_": cov_shape,
+    }
+    context = (
+        f"n_components={n_components}, n_features={n_features}, "
+        f"covariance_type={covariance_type!r}"
+    )
+    for name, shape in expected.items():
+        array = arrays[name]
+        if array.shape != shape:
+            return f"{name} has shape {array.shape}, expected {shape} for {context}"
+        if array.dtype != np.dtype(dtype):
+            return f"{name} has dtype {array.dtype}, expected {dtype}"
+    return None
+
+
+def _params_problem(n_components: Any, covariance_type: Any) -> str | None:
+    """What makes the parameters that set the array shapes invalid, or None."""
+    if isinstance(n_components, bool) or not isinstance(
+        n_components, (int, np.integer)
+    ):
+        return f"n_components must be an int, got {n_components!r}"
+    if n_components < 1:
+        return f"n_components must be >= 1, got {n_components!r}"
+    if not isinstance(covariance_type, str) or covariance_type not in COVARIANCE_TYPES:
+        return (
+            f"covariance_type must be one of {list(COVARIANCE_TYPES)}, "
+            f"got {covariance_type!r}"
+        )
+    return None
+
+
+def _model_problem(
+    model: GaussianMixture,
+    fitted: Mapping[str, np.ndarray],
+    data: Mapping[str, Any],
+) -> str | None:
+    """What makes a fitted model inconsistent with itself (so unloadable), or None."""
+    k, ctype = model.n_components, model.covariance_type
+    problem = _params_problem(k, ctype) or _data_problem(
+        data, int(model.n_features_in_)
+    )
+    if problem is not None:
+        return problem
+    return _arrays_problem(fitted, int(k), data["n_features"], ctype, data["dtype"])
+
+
+def _check_manifest(listed: list, stored: Mapping[str, np.ndarray]) -> str | None:
+    """What differs between the arrays model.json lists and the npz holds, or None."""
+    if not all(isinstance(name, str) for name in listed):
+        return f"is listed in model.json as {listed!r}, which are not all names"
+    missing = [n for n in (*FITTED_ARRAYS, *listed) if n not in stored]
+    if missing:
+        return f"lacks array(s) {sorted(set(missing))}"
+    unlisted = sorted(set(stored) - set(listed))
+    if unlisted:
+        return f"holds array(s) {unlisted} that model.json does not list"
+    return None
+
+
+def load_model(path: str | os.PathLike) -> GaussianMixture:
+    """Load a GaussianMixture saved by :func:`save_model`.
+
+    Parameters
+    ----------
+    path : str or path
+        A model directory.
+
+    Returns
+    -------
+    GaussianMixture
+        The fitted model: parameters, fitted attributes (dtypes and Python types
+        included) and predictions equal to those of the saved model.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        ``path`` is not a daskgmm model, was written with a newer model format,
+        or a file in it is corrupt, incomplete or inconsistent (the message names
+        the file and the problem).
+    """
+    json_path, document = _read_document(path)
+    npz_path = os.path.join(os.path.dirname(json_path), ARRAYS_NPZ)
+    params_json = _section(document, "params", dict, json_path)
+    fitted_json = _section(document, "fitted", dict, json_path)
+    data = _section(document, "data", dict, json_path)
+    listed = _section(document, "arrays", list, json_path)
+    arrays = _read_arrays(npz_path)
+    problem = _check_manifest(listed, arrays)
+    if problem is not None:
+        raise ValueError(f"{npz_path} {problem}; {_CORRUPT}")
+    try:
+        model = GaussianMixture(**_decode_params(params_json, arrays))
+        fitted = _decode_fitted(fitted_json)
+        problem = _params_problem(
+            model.n_components, model.covariance_type
+        ) or _data_problem(data, fitted["n_features_in_"])
+        if problem is not None:
+            raise ValueError(problem)
+    except ValueError as exc:
+        raise ValueError(f"{json_path}: {exc}; {_CORRUPT}") from None
+    problem = _arrays_problem(
+        arrays,
+        int(model.n_components),
+        data["n_features"],
+        model.covariance_type,
+        data["dtype"],
+    )
+    if problem is not None:
+        raise ValueError(f"{npz_path}: {problem}; {_CORRUPT}")
+    return _set_fitted(model, arrays, fitted, data["feature_names"])
+
+
+def _set_fitted(
+    model: GaussianMixture,
+    arrays: Mapping[str, np.ndarray],
+    fitted: Mapping[str, Any],
+    feature_names: list[str] | None,
+) -> GaussianMixture:
+    """Set the fitted attributes of a new model; returns it."""
+    for name in FITTED_ARRAYS:
+        setattr(model, name, arrays[name])
+    for name, value in fitted.items():
+        setattr(model, name, value)
+    if feature_names is not None:
+        model.feature_names_in_ = np.asarray(feature_names, dtype=object)
+    return model

@@ -1,0 +1,223 @@
+"""The ``daskgmm`` command run in a subprocess: exit codes, messages, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import daskgmm
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "configs" / "demo.yaml"
+
+
+def daskgmm_cmd(
+    *args: str, cwd: Path | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess:
+    """Run ``python -m daskgmm.cli ...`` (what the ``daskgmm`` script calls)."""
+    return subprocess.run(
+        [sys.executable, "-m", "daskgmm.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def test_version():
+    result = daskgmm_cmd("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"daskgmm {daskgmm.__version__}"
+
+
+def test_validate_demo_config():
+    result = daskgmm_cmd("validate", str(DEMO))
+    assert result.returncode == 0, result.stderr
+    assert "valid cluster job" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("demo") / "out"
+    result = daskgmm_cmd(
+        "run",
+        str(DEMO),
+        "--set",
+        "data.synthetic.n_samples=40000",
+        "--set",
+        "data.rows_per_chunk=10000",
+        "--set",
+        f"output.directory={out}",
+        "--set",
+        "cluster.n_workers=2",
+        cwd=tmp_path_factory.mktemp("elsewhere"),
+    )
+    assert result.returncode == 0, result.stderr
+    return out, json.loads(result.stdout)
+
+
+def test_demo_job_writes_model_predictions_and_metrics(demo_run):
+    out, result = demo_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_samples"] == 40_000
+    assert metrics["n_components"] == 5
+    assert metrics["converged"] is True
+    assert result["bic"] == pytest.approx(metrics["bic"])
+    labels = zarr.open_group(str(out / "predictions.zarr"), mode="r")["label"][:]
+    assert labels.shape == (40_000,)
+    # The saved model predicts the same labels on the same (regenerated) data.
+    from daskgmm.datasets import make_gmm
+
+    X, _, _ = make_gmm(40_000, 3, 5, chunks=10_000, random_state=0)
+    model = daskgmm.load(str(out / "model"))
+    np.testing.assert_array_equal(model.predict(X.compute()), labels)
+    # Log lines per iteration went to stderr.
+    assert not any(p.name.startswith(".out.tmp") for p in out.parent.iterdir())
+
+
+def test_info_describes_the_saved_model(demo_run):
+    out, _ = demo_run
+    result = daskgmm_cmd("info", str(out / "model"))
+    assert result.returncode == 0, result.stderr
+    meta = json.loads(result.stdout)
+    assert meta["params"]["n_components"] == 5
+
+
+def test_predict_writes_labels_for_new_data(demo_run, tmp_path):
+    out, _ = demo_run
+    X = np.random.default_rng(0).normal(size=(500, 3))
+    np.save(tmp_path / "x.npy", X)
+    result = daskgmm_cmd(
+        "predict",
+        str(out / "model"),
+        str(tmp_path / "x.npy"),
+        "--out",
+        str(tmp_path / "p.zarr"),
+    )
+    assert result.returncode == 0, result.stderr
+    labels = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")["label"][:]
+    np.testing.assert_array_equal(labels, daskgmm.load(str(out / "model")).predict(X))
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+data: {source: synthetic}
+output: {directory: out}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        (
+            GOOD + "model: {bogus: 1}\n",
+            [],
+            "model.bogus: unknown key (not allowed here)",
+        ),
+        (
+            GOOD,
+            ["model.n_components=0"],
+            "model.n_components: Input should be greater than 0",
+        ),
+        (
+            GOOD,
+            ["model.covariance_type=ful"],
+            "model.covariance_type: Input should be 'full', 'tied', 'diag' or 'spherical'",
+        ),
+        ("output: {directory: out}\n", [], "data: required key missing"),
+        (
+            GOOD,
+            ["cluster.address=localhost:8786"],
+            "cluster.address: Value error, the address must start with tcp:// or tls://",
+        ),
+        (
+            GOOD,
+            ["model.n_components"],
+            "--set 'model.n_components': expected key.path=value",
+        ),
+        ("data: [1, 2\n", [], "not valid YAML (line 2)"),
+    ],
+)
+def test_bad_config_exits_2_with_the_field_path(tmp_path, text, overrides, message):
+    path = _write(tmp_path, text)
+    args = ["run", str(path)]
+    for item in overrides:
+        args += ["--set", item]
+    result = daskgmm_cmd(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = daskgmm_cmd("validate", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "config file not found" in result.stderr
+
+
+def test_missing_data_file_exits_1_without_output(tmp_path):
+    path = _write(
+        tmp_path, "data: {source: zarr, path: missing.zarr}\noutput: {directory: out}\n"
+    )
+    result = daskgmm_cmd("run", str(path))
+    assert result.returncode == 1
+    assert f"data.path: not found: {tmp_path / 'missing.zarr'}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_scheduler_exits_1_quickly_without_output(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    path = _write(tmp_path, GOOD)
+    result = daskgmm_cmd(
+        "run",
+        str(path),
+        "--set",
+        f"cluster.address=tcp://127.0.0.1:{port}",
+        "--set",
+        "cluster.timeout=2",
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert (
+        f"cannot reach the dask scheduler at tcp://127.0.0.1:{port} within 2 s"
+        in result.stderr
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_exits_2_unless_overwrite(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    path = _write(tmp_path, GOOD)
+    result = daskgmm_cmd("run", str(path))
+    assert result.returncode == 2
+    assert "already exists; remove it or set output.overwrite: true" in result.stderr
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    path = _write(
+        tmp_path, "data: {source: zarr, path: missing.zarr}\noutput: {directory: out}\n"
+    )
+    result = daskgmm_cmd("--debug", "run", str(path))
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+    assert os.path.basename(str(path))  # the run failed before writing anything
+    assert not (tmp_path / "out").exists()
