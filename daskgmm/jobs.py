@@ -228,6 +228,20 @@ def write_predictions(model: Any, data: JobData, cfg: OutputConfig, where: str) 
     return {"predictions": path}
 
 
+def sample_rows(X: da.Array, size: int, seed: int | None) -> np.ndarray:
+    """A uniform sample of about ``size`` rows (one pass), for reports."""
+    from daskgmm import _kernels as K
+    from daskgmm._em import DataPasses
+    from daskgmm._init import sample_rate
+
+    n = None if math.isnan(X.shape[0]) else X.shape[0]
+    spec = (0 if seed is None else seed, size, sample_rate(size, n))
+    result = DataPasses(X, 16).run(
+        K.sample_block, spec, "report-sample", K.combine_samples
+    )
+    return np.asarray(result["rows"], dtype=np.float64)
+
+
 def write_json(path: str, payload: dict) -> None:
     """JSON with NaN/inf written as null."""
 

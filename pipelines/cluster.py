@@ -18,11 +18,15 @@ from daskgmm.jobs import (
     fit_rows,
     model_params,
     open_data,
+    sample_rows,
     write_json,
     write_predictions,
 )
 
 logger = logging.getLogger("daskgmm")
+
+# Rows of the data sample drawn for the report's pictures.
+REPORT_ROWS = 20_000
 
 
 def run(config: JobConfig, *, resume: bool = False) -> dict:
@@ -61,6 +65,18 @@ def run(config: JobConfig, *, resume: bool = False) -> dict:
             model.save(os.path.join(tmp, "model"))
             paths["model"] = os.path.join(out.directory, "model")
         write_json(os.path.join(tmp, "metrics.json"), metrics)
+        if out.report:
+            from daskgmm.report import write_report
+
+            sample = sample_rows(data.X, REPORT_ROWS, config.model.random_state)
+            write_report(
+                model,
+                sample,
+                os.path.join(tmp, "report"),
+                metrics=metrics,
+                feature_names=data.feature_names,
+            )
+            paths["report"] = os.path.join(tmp, "report", "report.md")
     logger.info(
         "done: %d iterations, lower bound %.6g, BIC %.6g; output in %s",
         metrics["n_iter"],
