@@ -222,8 +222,8 @@ def write_gmm(
     """Generate :func:`make_gmm` data and write it to Zarr or Parquet, chunk by chunk.
 
     Zarr: a group with arrays ``X`` (n_samples, n_features) and ``y`` (labels), chunked
-    like the generation. Parquet: a dataset directory with columns ``x_0 …`` and
-    ``label``, one file (one row group) per chunk. The truth is stored in the Zarr
+    like the generation. Parquet: a dataset directory with columns ``row_id``,
+    ``x_0 …`` and ``label``, one file per chunk. The truth is stored in the Zarr
     attributes / returned.
 
     Returns
@@ -250,5 +250,6 @@ def write_gmm(
         }
         write_zarr({"X": X, "y": y}, path, overwrite=overwrite, attrs=attrs)
     else:
-        write_parquet({"x": X, "label": y}, path, overwrite=overwrite)
+        row_id = da.arange(n_samples, chunks=X.chunks[0], dtype=np.int64)
+        write_parquet({"row_id": row_id, "x": X, "label": y}, path, overwrite=overwrite)
     return truth

@@ -220,6 +220,12 @@ def write_predictions(model: Any, data: JobData, cfg: OutputConfig, where: str) 
     if not columns:
         return {}
     if cfg.format == "parquet":
+        clash = sorted(set(data.passthrough) & {"label", "proba", "log_density"})
+        if clash:
+            raise JobError(
+                f"data.id_columns {clash} have the names of prediction columns; "
+                "rename them in the data or drop them from id_columns"
+            )
         path = os.path.join(where, "predictions.parquet")
         io.write_parquet({**data.passthrough, **columns}, path)
     else:

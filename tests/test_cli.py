@@ -221,3 +221,59 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "Traceback" in result.stderr
     assert os.path.basename(str(path))  # the run failed before writing anything
     assert not (tmp_path / "out").exists()
+
+
+def _example_data(kind: str, folder: Path) -> Path:
+    from PIL import Image
+
+    from daskgmm.datasets import write_gmm
+
+    if kind == "parquet":
+        path = folder / "table.parquet"
+        write_gmm(str(path), 20_000, 4, 6, format="parquet", chunks=5_000)
+    elif kind == "zarr":
+        path = folder / "features.zarr"
+        write_gmm(str(path), 20_000, 8, 8, chunks=5_000)
+    else:
+        path = folder / "photo.png"
+        rng = np.random.default_rng(0)
+        colours = rng.integers(0, 256, size=(5, 3))
+        regions = np.repeat(np.arange(5), 16)[None, :].repeat(60, axis=0)
+        pixels = colours[regions] + rng.normal(scale=4, size=(60, 80, 3))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["parquet", "zarr", "image"])
+def test_example_configs_run_at_small_size(tmp_path, kind):
+    data = _example_data(kind, tmp_path)
+    out = tmp_path / "out"
+    result = daskgmm_cmd(
+        "run",
+        str(REPO / "configs" / f"{kind}.yaml"),
+        "--set",
+        f"data.path={data}",
+        "--set",
+        f"output.directory={out}",
+        "--set",
+        "cluster.n_workers=1",
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected_rows = {"parquet": 20_000, "zarr": 20_000, "image": 60 * 80}[kind]
+    assert metrics["n_samples"] == expected_rows
+    if kind == "parquet":
+        import pandas as pd
+
+        table = pd.read_parquet(out / "predictions.parquet")
+        source = pd.read_parquet(data)
+        kept = source[source["x_0"] > -50]
+        assert len(table) == len(kept)
+        assert {"proba_0", "log_density"} <= set(table.columns)
+        # The carried-through ids line up row for row with the input rows, and the
+        # labels are the saved model's predictions for those rows.
+        np.testing.assert_array_equal(table["row_id"], kept["row_id"])
+        model = daskgmm.load(str(out / "model"))
+        features = kept[[f"x_{i}" for i in range(4)]]
+        np.testing.assert_array_equal(table["label"], model.predict(features))

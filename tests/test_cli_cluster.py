@@ -104,3 +104,20 @@ def test_demo_job_on_a_real_scheduler(scheduler, tmp_path, how):
     assert metrics["n_samples"] == 30_000
     assert metrics["converged"] is True
     assert f"connected to {scheduler[how]}" in result.stderr
+
+
+def test_remote_cluster_example_config(scheduler, tmp_path):
+    _wait_for_workers(scheduler["address"], 2)
+    out = tmp_path / "out"
+    result = daskgmm_cmd(
+        "run",
+        str(DEMO.with_name("remote-cluster.yaml")),
+        "--set",
+        "data.synthetic.n_samples=20000",
+        "--set",
+        f"output.directory={out}",
+        "--set",
+        f"cluster.address={scheduler['address']}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "metrics.json").read_text())["n_samples"] == 20_000

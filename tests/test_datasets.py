@@ -280,7 +280,8 @@ def test_write_gmm_parquet_equals_make_gmm(tmp_path):
     write_gmm(str(path), 2500, 3, 4, format="parquet", chunks=600, random_state=9)
     X, y, _ = make_gmm(2500, 3, 4, chunks=600, random_state=9)
     frame = pd.read_parquet(path)
-    assert list(frame.columns) == ["x_0", "x_1", "x_2", "label"]
+    assert list(frame.columns) == ["row_id", "x_0", "x_1", "x_2", "label"]
+    assert_array_equal(frame["row_id"].to_numpy(), np.arange(2500))
     assert_array_equal(frame[["x_0", "x_1", "x_2"]].to_numpy(), X.compute())
     assert_array_equal(frame["label"].to_numpy(), y.compute())
     assert sorted(p.name for p in path.iterdir()) == [
