@@ -120,6 +120,7 @@ def run_em(
     lower_bound: float = -np.inf,
     verbose_interval: int = 10,
     on_pass: Callable[[int], None] | None = None,
+    on_iteration: Callable[[RunResult], None] | None = None,
 ) -> RunResult:
     """EM from ``start`` until ``|Δ lower bound| < tol`` or ``max_iter`` passes.
 
@@ -138,6 +139,9 @@ def run_em(
         Iterations between INFO log lines (the others are logged at DEBUG).
     on_pass : callable, optional
         Called with the number of rows after each pass (used to check n_components).
+    on_iteration : callable, optional
+        Called after every iteration with the state so far (a :class:`RunResult`),
+        e.g. to write a checkpoint.
     """
     params = start
     history: list[float] = []
@@ -167,7 +171,11 @@ def run_em(
             change,
             time.perf_counter() - tic,
         )
-        if abs(change) < tol:
-            converged = True
+        converged = abs(change) < tol
+        if on_iteration is not None:
+            on_iteration(
+                RunResult(params, converged, n_iter, lower_bound, list(history))
+            )
+        if converged:
             break
     return RunResult(params, converged, n_iter, lower_bound, history)

@@ -161,6 +161,15 @@ class JobConfig(_Block):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     output: OutputConfig
 
+    @model_validator(mode="after")
+    def _checkpoint_supported(self) -> JobConfig:
+        if self.output.checkpoint and self.model.n_init > 1:
+            raise ValueError(
+                "output.checkpoint works with model.n_init: 1 (restarts are not "
+                "checkpointed yet)"
+            )
+        return self
+
 
 def _format_errors(error: ValidationError) -> str:
     lines = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import math
@@ -10,7 +11,7 @@ import os
 import sys
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dask
@@ -254,19 +255,29 @@ class GaussianMixture:
 
     # --------------------------------------------------------------------- fit
 
-    def fit(self, X: Any, y: Any = None) -> GaussianMixture:
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        iteration_callback: Callable[[int, RunResult], None] | None = None,
+    ) -> GaussianMixture:
         """Estimate the parameters by EM, one pass over ``X`` per iteration.
 
         Parameters
         ----------
         X : array-like, dask array, pandas or dask DataFrame of shape (n_samples, n_features)
         y : ignored
+        iteration_callback : callable, optional
+            Called after every EM iteration as ``callback(init, state)`` with the
+            index of the initialisation and a ``RunResult`` (float64 parameters,
+            iteration count, lower bounds so far): the hook checkpoints use.
 
         Returns
         -------
         self : GaussianMixture
         """
-        self._fit(X)
+        self._fit(X, iteration_callback)
         return self
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
@@ -279,7 +290,7 @@ class GaussianMixture:
         self._fit(X)
         return self.predict(X)
 
-    def _fit(self, X: Any) -> None:
+    def _fit(self, X: Any, callback: Callable | None = None) -> None:
         self._check_params()
         data = check_input(X, min_samples=2)
         self._check_n_samples(data.n_samples)
@@ -289,7 +300,7 @@ class GaussianMixture:
         with _verbose_logging(self.verbose), _one_blas_thread_per_task():
             array = _fit_array(data, self.persist)
             passes = DataPasses(array, self.split_every)
-            best = self._fit_runs(passes, data, inits)
+            best = self._fit_runs(passes, data, inits, callback)
         self._set_fitted(best, data)
 
     def _check_n_samples(self, n_samples: int | None) -> None:
@@ -299,7 +310,13 @@ class GaussianMixture:
                 f"{self.n_components}, n_samples = {n_samples}"
             )
 
-    def _fit_runs(self, passes: DataPasses, data: Data, inits: dict) -> RunResult:
+    def _fit_runs(
+        self,
+        passes: DataPasses,
+        data: Data,
+        inits: dict,
+        callback: Callable | None = None,
+    ) -> RunResult:
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
         rng = check_random_state(self.random_state)
@@ -328,6 +345,9 @@ class GaussianMixture:
                     lower_bound=lower_bound,
                     verbose_interval=self.verbose_interval,
                     on_pass=self._check_n_samples,
+                    on_iteration=None
+                    if callback is None
+                    else functools.partial(callback, init),
                 )
                 logger.info(
                     "initialization %s; lower bound %.10g",
@@ -393,6 +413,22 @@ class GaussianMixture:
             covariances = K.covariances_from_cholesky(prec_chol, ctype)
             return Parameters(weights, means, covariances, prec_chol)
         return precision_parameters(weights, means, covariances, ctype)
+
+    def _restore(
+        self,
+        state: RunResult,
+        n_features: int,
+        dtype: Any,
+        feature_names: Any = None,
+    ) -> GaussianMixture:
+        """Set the fitted attributes from an EM state (resuming from a checkpoint)."""
+        names = (
+            None if feature_names is None else np.asarray(feature_names, dtype=object)
+        )
+        self._set_fitted(
+            state, Data(None, False, None, n_features, np.dtype(dtype), names)
+        )
+        return self
 
     def _current_parameters(self) -> Parameters:
         return Parameters(

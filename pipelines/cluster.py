@@ -8,9 +8,13 @@ import os
 import numpy as np
 
 from daskgmm import GaussianMixture
+from daskgmm._em import RunResult
+from daskgmm._validation import fit_dtype
+from daskgmm.checkpoint import Checkpoint, State, fingerprint
 from daskgmm.config import JobConfig
 from daskgmm.io import atomic_path
 from daskgmm.jobs import (
+    JobError,
     Timer,
     check_output,
     connect,
@@ -40,10 +44,8 @@ def run(config: JobConfig, *, resume: bool = False) -> dict:
     dict
         The metrics written to ``metrics.json`` plus the paths of the outputs.
     """
-    if resume:
-        raise NotImplementedError(
-            "--resume needs output.checkpoint (not available yet)"
-        )
+    if resume and not config.output.checkpoint:
+        raise JobError("--resume needs output.checkpoint: true in the job file")
     out = config.output
     check_output(out)
     data = open_data(config.data)
@@ -53,10 +55,10 @@ def run(config: JobConfig, *, resume: bool = False) -> dict:
         atomic_path(out.directory, overwrite=out.overwrite) as tmp,
     ):
         os.makedirs(tmp)
-        model = GaussianMixture(**model_params(config))
         X_fit = fit_rows(data.X, config.data.sample_fraction, config.model.random_state)
+        checkpoint = _checkpoint(config) if out.checkpoint else None
         with Timer() as timer:
-            model.fit(X_fit)
+            model = _fit(config, X_fit, checkpoint, resume)
         if data.feature_names is not None:
             model.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
         metrics = fit_metrics(model, data.X, timer.seconds)
@@ -77,6 +79,8 @@ def run(config: JobConfig, *, resume: bool = False) -> dict:
                 feature_names=data.feature_names,
             )
             paths["report"] = os.path.join(tmp, "report", "report.md")
+    if checkpoint is not None:
+        checkpoint.remove()
     logger.info(
         "done: %d iterations, lower bound %.6g, BIC %.6g; output in %s",
         metrics["n_iter"],
@@ -86,3 +90,62 @@ def run(config: JobConfig, *, resume: bool = False) -> dict:
     )
     final = {k: v.replace(tmp, out.directory) for k, v in paths.items()}
     return {**metrics, "outputs": final}
+
+
+def _checkpoint(config: JobConfig) -> Checkpoint:
+    # Settings that do not change the numbers (logging, persist) stay out of it.
+    numeric = config.model.model_dump(
+        exclude={"verbose", "verbose_interval", "persist"}
+    )
+    job = fingerprint(config.pipeline, config.data.model_dump(), numeric)
+    return Checkpoint(config.output.directory + ".checkpoint", job)
+
+
+def _fit(
+    config: JobConfig, X, checkpoint: Checkpoint | None, resume: bool
+) -> GaussianMixture:
+    """Fit, writing a checkpoint after every iteration; resume from it if asked.
+
+    A resumed fit warm-starts from the checkpointed parameters and lower bound, so
+    it continues exactly where the killed one was and ends with the same model.
+    """
+    model = GaussianMixture(**model_params(config))
+    if checkpoint is None:
+        return model.fit(X)
+    done = checkpoint.read() if resume else None
+    if resume and done is None:
+        raise JobError(
+            f"no checkpoint at {checkpoint.path}; run the job without --resume"
+        )
+    if not resume:
+        checkpoint.remove()
+    offset, history = (done.n_iter, done.lower_bounds) if done else (0, [])
+
+    def record(init: int, state: RunResult) -> None:
+        checkpoint.write(
+            State(
+                state.params,
+                offset + state.n_iter,
+                history + state.lower_bounds,
+                state.converged,
+            )
+        )
+
+    if done is None:
+        return model.fit(X, iteration_callback=record)
+    logger.info("resuming after iteration %d from %s", done.n_iter, checkpoint.path)
+    model._restore(
+        RunResult(done.params, done.converged, done.n_iter, history[-1], history),
+        n_features=X.shape[1],
+        dtype=fit_dtype(X.dtype),
+    )
+    remaining = config.model.max_iter - done.n_iter
+    if done.converged or remaining <= 0:
+        return model
+    model.set_params(warm_start=True, max_iter=remaining)
+    model.fit(X, iteration_callback=record)
+    model.n_iter_ += done.n_iter
+    model.lower_bounds_ = history + model.lower_bounds_
+    return model.set_params(
+        warm_start=config.model.warm_start, max_iter=config.model.max_iter
+    )
