@@ -8,10 +8,13 @@ path); 1 a run-time failure (one line naming the problem; the traceback only wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import shutil
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -78,6 +81,11 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
     root.setLevel(level)
     root.propagate = False
 
+    def one_line_warning(message, category, *args, **kwargs) -> None:
+        root.warning("%s: %s", category.__name__, message)
+
+    warnings.showwarning = one_line_warning
+
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from daskgmm.config import load_config
@@ -100,9 +108,47 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config = config.model_copy(
             update={"model": config.model.model_copy(update={"verbose": 1})}
         )
-    result = PIPELINES[config.pipeline](config, resume=args.resume)
+    with _progress_bar(config, enabled=not args.quiet) as progress:
+        result = PIPELINES[config.pipeline](
+            config, resume=args.resume, progress=progress
+        )
     print(json.dumps(result, indent=2, default=str))
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _progress_bar(config: object, *, enabled: bool) -> Iterator[Callable | None]:
+    """A tqdm bar of EM iterations on a terminal (any scheduler: it follows the fit).
+
+    dask's own ProgressBar prints nothing on a distributed cluster; this one is
+    driven by the estimator's per-iteration callback, so it works everywhere.
+    """
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    columns = shutil.get_terminal_size(fallback=(100, 24)).columns
+    bar = tqdm(
+        total=config.model.max_iter,
+        desc="EM",
+        unit="it",
+        file=sys.stderr,
+        ncols=columns if columns >= 40 else 100,
+    )
+
+    def update(init: int, state: object) -> None:
+        bar.set_description(f"EM (init {init})" if config.model.n_init > 1 else "EM")
+        bar.n = state.n_iter
+        history = state.lower_bounds
+        change = history[-1] - history[-2] if len(history) > 1 else float("inf")
+        bar.set_postfix(loglik=f"{state.lower_bound:.6g}", change=f"{change:.2g}")
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

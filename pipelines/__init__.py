@@ -1,6 +1,7 @@
 """Config-driven jobs composed from the daskgmm library (read → fit → write → report).
 
-Each pipeline is a plain function ``run(config, *, resume=False) -> dict`` taking a
+Each pipeline is a plain function ``run(config, *, resume=False, progress=None) ->
+dict`` (``progress(init, state)`` is called after every EM iteration) taking a
 validated :class:`daskgmm.config.JobConfig`; ``PIPELINES`` maps the config's
 ``pipeline`` names to them.
 """
@@ -13,7 +14,7 @@ from pipelines import cluster
 
 
 def _not_yet(name: str) -> Callable[..., dict]:
-    def run(config: object, *, resume: bool = False) -> dict:
+    def run(config: object, *, resume: bool = False, progress: object = None) -> dict:
         raise NotImplementedError(
             f"pipeline '{name}' is not available in this version of daskgmm; use "
             "pipeline: cluster"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -33,7 +34,12 @@ logger = logging.getLogger("daskgmm")
 REPORT_ROWS = 20_000
 
 
-def run(config: JobConfig, *, resume: bool = False) -> dict:
+def run(
+    config: JobConfig,
+    *,
+    resume: bool = False,
+    progress: Callable[[int, RunResult], None] | None = None,
+) -> dict:
     """Fit the model of ``config.model`` on ``config.data`` and write ``config.output``.
 
     Everything is written into a temporary directory renamed to
@@ -58,7 +64,7 @@ def run(config: JobConfig, *, resume: bool = False) -> dict:
         X_fit = fit_rows(data.X, config.data.sample_fraction, config.model.random_state)
         checkpoint = _checkpoint(config) if out.checkpoint else None
         with Timer() as timer:
-            model = _fit(config, X_fit, checkpoint, resume)
+            model = _fit(config, X_fit, checkpoint, resume, progress)
         if data.feature_names is not None:
             model.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
         metrics = fit_metrics(model, data.X, timer.seconds)
@@ -102,7 +108,11 @@ def _checkpoint(config: JobConfig) -> Checkpoint:
 
 
 def _fit(
-    config: JobConfig, X, checkpoint: Checkpoint | None, resume: bool
+    config: JobConfig,
+    X,
+    checkpoint: Checkpoint | None,
+    resume: bool,
+    progress: Callable[[int, RunResult], None] | None = None,
 ) -> GaussianMixture:
     """Fit, writing a checkpoint after every iteration; resume from it if asked.
 
@@ -111,7 +121,7 @@ def _fit(
     """
     model = GaussianMixture(**model_params(config))
     if checkpoint is None:
-        return model.fit(X)
+        return model.fit(X, iteration_callback=progress)
     done = checkpoint.read() if resume else None
     if resume and done is None:
         raise JobError(
@@ -122,6 +132,8 @@ def _fit(
     offset, history = (done.n_iter, done.lower_bounds) if done else (0, [])
 
     def record(init: int, state: RunResult) -> None:
+        if progress is not None:
+            progress(init, state)
         checkpoint.write(
             State(
                 state.params,

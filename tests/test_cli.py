@@ -277,3 +277,50 @@ def test_example_configs_run_at_small_size(tmp_path, kind):
         model = daskgmm.load(str(out / "model"))
         features = kept[[f"x_{i}" for i in range(4)]]
         np.testing.assert_array_equal(table["label"], model.predict(features))
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    """On a terminal the job shows a tqdm bar of EM iterations (any scheduler)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    args = [
+        sys.executable,
+        "-m",
+        "daskgmm.cli",
+        "run",
+        str(DEMO),
+        "--set",
+        "data.synthetic.n_samples=20000",
+        "--set",
+        "model.tol=0",
+        "--set",
+        "model.max_iter=3",
+        "--set",
+        "output.report=false",
+        "--set",
+        f"output.directory={tmp_path / 'out'}",
+        "--set",
+        "cluster.n_workers=1",
+    ]
+    proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=120) == 0
+    text = b"".join(chunks).decode("utf8", "replace")
+    assert "EM: 100%" in text
+    assert "3/3" in text
+    assert "loglik=" in text
+    assert "ConvergenceWarning: Best performing initialization did not converge" in text
