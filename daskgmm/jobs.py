@@ -198,12 +198,21 @@ def fit_rows(X: da.Array, fraction: float | None, seed: int | None) -> da.Array:
 
 
 def check_output(cfg: OutputConfig) -> None:
-    """Refuse an existing output directory unless ``overwrite`` is set."""
+    """Refuse an existing output directory unless ``overwrite`` is set, and a report
+    without matplotlib, before any work is done."""
     if os.path.exists(cfg.directory) and not cfg.overwrite:
         raise FileExistsError(
             f"output.directory {cfg.directory} already exists; remove it or set "
             "output.overwrite: true"
         )
+    if cfg.report:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise JobError(
+                "output.report needs matplotlib: pip install 'daskgmm[plot]' "
+                "(or set output.report: false)"
+            )
 
 
 def write_predictions(model: Any, data: JobData, cfg: OutputConfig, where: str) -> dict:
