@@ -171,7 +171,7 @@ def run_em(
             change,
             time.perf_counter() - tic,
         )
-        converged = abs(change) < tol
+        converged = bool(abs(change) < tol)
         if on_iteration is not None:
             on_iteration(
                 RunResult(params, converged, n_iter, lower_bound, list(history))

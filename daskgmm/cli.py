@@ -170,7 +170,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     lower = path.lower().rstrip("/")
     if not os.path.exists(path) and "://" not in path:
         raise JobError(f"data not found: {path}")
-    passthrough = {}
     if lower.endswith((".parquet", ".pq")) or (
         os.path.isdir(path) and not lower.endswith(".zarr")
     ):
@@ -188,7 +187,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.probabilities:
         outputs["proba"] = model.predict_proba(X)
     if args.out.lower().rstrip("/").endswith(".parquet"):
-        io.write_parquet({**passthrough, **outputs}, args.out, overwrite=args.overwrite)
+        io.write_parquet(outputs, args.out, overwrite=args.overwrite)
     else:
         io.write_zarr(outputs, args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}")

@@ -448,7 +448,7 @@ class GaussianMixture:
         self.precisions_ = K.precisions_from_cholesky(
             p.precisions_cholesky, self.covariance_type
         ).astype(dtype)
-        self.converged_ = best.converged
+        self.converged_ = bool(best.converged)
         self.n_iter_ = best.n_iter
         self.lower_bound_ = float(best.lower_bound)
         self.lower_bounds_ = [float(v) for v in best.lower_bounds]
