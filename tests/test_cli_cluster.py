@@ -121,3 +121,107 @@ def test_remote_cluster_example_config(scheduler, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "metrics.json").read_text())["n_samples"] == 20_000
+
+
+def _make_certs(folder: Path) -> dict[str, str]:
+    """A throw-away CA and one certificate it signs (server and client)."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", "/CN=daskgmm-test-ca", "-keyout", "ca.key", "-out", "ca.pem",
+    )  # fmt: skip
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", "node.key", "-out", "node.csr",
+    )  # fmt: skip
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl(
+        "x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "node.pem",
+    )  # fmt: skip
+    return {
+        k: str(folder / v)
+        for k, v in (("ca", "ca.pem"), ("cert", "node.pem"), ("key", "node.key"))
+    }
+
+
+def test_job_on_a_tls_scheduler_with_certificates_from_the_config(tmp_path):
+    if not DASK.exists():
+        pytest.skip("the dask command is not installed beside this Python")
+    certs = _make_certs(tmp_path)
+    tls = [
+        "--tls-ca-file",
+        certs["ca"],
+        "--tls-cert",
+        certs["cert"],
+        "--tls-key",
+        certs["key"],
+    ]
+    scheduler_file = tmp_path / "scheduler.json"
+    procs = [
+        _start(
+            "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", "0",
+            "--no-dashboard", "--scheduler-file", str(scheduler_file), *tls,
+            log=tmp_path / "scheduler.log",
+        )
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists():
+            assert time.monotonic() < deadline, "the TLS scheduler did not start"
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tls://")
+        procs.append(
+            _start(
+                "worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny",
+                "--host", "127.0.0.1", *tls, log=tmp_path / "worker.log",
+            )
+        )  # fmt: skip
+        job = tmp_path / "job.yaml"
+        job.write_text(
+            "data: {source: synthetic, synthetic: {n_samples: 20000, n_features: 2, "
+            "n_components: 3}}\n"
+            "model: {n_components: 3}\n"
+            f"cluster: {{address: '{address}', timeout: 20, tls: {{ca_file: ca.pem, "
+            "cert: node.pem, key: node.key}}\n"
+            "output: {directory: out}\n"
+        )
+        result = daskgmm_cmd("run", str(job))
+        assert result.returncode == 0, result.stderr
+        assert (
+            json.loads((tmp_path / "out" / "metrics.json").read_text())["n_samples"]
+            == 20_000
+        )
+        # Without the certificates the same scheduler is refused.
+        plain = tmp_path / "plain.yaml"
+        plain.write_text(
+            job.read_text()
+            .replace(
+                "tls: {ca_file: ca.pem, cert: node.pem, key: node.key}", "tls: null"
+            )
+            .replace("timeout: 20", "timeout: 3")
+            .replace("out}", "out2}")
+        )
+        result = daskgmm_cmd("run", str(plain))
+        assert result.returncode == 2
+        assert (
+            "cluster: Value error, a tls:// address needs the tls certificates"
+            in result.stderr
+        )
+        assert not (tmp_path / "out2").exists()
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
