@@ -152,6 +152,23 @@ class OutputConfig(_Block):
     checkpoint: bool = False
 
 
+class SelectConfig(_Block):
+    """Candidates of a model-selection sweep (``pipeline: select_model``)."""
+
+    n_components: list[int] = Field(default_factory=lambda: list(range(1, 11)))
+    covariance_types: list[Literal["full", "tied", "diag", "spherical"]] = Field(
+        default_factory=lambda: ["full"]
+    )
+    criterion: Literal["bic", "aic"] = "bic"
+
+    @field_validator("n_components")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if not value or any(k < 1 for k in value):
+            raise ValueError("a non-empty list of numbers of components >= 1")
+        return value
+
+
 class JobConfig(_Block):
     """A whole job."""
 
@@ -160,6 +177,13 @@ class JobConfig(_Block):
     model: ModelConfig = Field(default_factory=ModelConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     output: OutputConfig
+    select: SelectConfig | None = None
+
+    @model_validator(mode="after")
+    def _select_block(self) -> JobConfig:
+        if self.select is not None and self.pipeline != "select_model":
+            raise ValueError("the select block is for pipeline: select_model")
+        return self
 
     @model_validator(mode="after")
     def _checkpoint_supported(self) -> JobConfig:

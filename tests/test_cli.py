@@ -324,3 +324,25 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert "3/3" in text
     assert "loglik=" in text
     assert "ConvergenceWarning: Best performing initialization did not converge" in text
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_example_config_validates(path):
+    result = daskgmm_cmd("validate", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{path}: valid ")
+
+
+def test_select_pipeline_is_reported_as_not_available_yet(tmp_path):
+    result = daskgmm_cmd(
+        "run",
+        str(REPO / "configs" / "sweep.yaml"),
+        "--set",
+        f"output.directory={tmp_path / 'out'}",
+        "--quiet",
+    )
+    assert result.returncode == 1
+    assert "pipeline 'select_model' is not available in this version" in result.stderr
+    assert not (tmp_path / "out").exists()
