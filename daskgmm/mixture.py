@@ -213,11 +213,7 @@ class GaussianMixture:
 
     def _check_params(self) -> None:
         check_int(self.n_components, "n_components", 1)
-        check_option(
-            self.covariance_type,
-            "covariance_type",
-            ("full", "tied", "diag", "spherical"),
-        )
+        check_option(self.covariance_type, "covariance_type", K.COVARIANCE_TYPES)
         check_real(self.tol, "tol")
         check_real(self.reg_covar, "reg_covar")
         check_int(self.max_iter, "max_iter", 0)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from daskgmm._kernels import COVARIANCE_TYPES
 from daskgmm._validation import precision_shape
 from daskgmm.exceptions import NotFittedError
 from daskgmm.mixture import GaussianMixture
@@ -47,7 +48,6 @@ FITTED_ARRAYS = (
 )
 INIT_ARRAYS = ("weights_init", "means_init", "precisions_init")
 FIT_DTYPES = ("float32", "float64")
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 _NON_FINITE = ("inf", "-inf", "nan")
 _CORRUPT = "the model file is corrupt"
 # What np.load and zipfile raise on a damaged archive (NotImplementedError and
