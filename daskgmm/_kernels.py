@@ -43,8 +43,10 @@ EPS = np.finfo(np.float64).eps
 SUBBLOCK_ELEMENTS = 1 << 19
 MIN_SUBBLOCK_ROWS = 64
 MAX_SUBBLOCK_ROWS = 16384
-# Below this number of features, squared norms go through a matrix product.
-SMALL_D = 8
+# Below this number of features, squared norms go through a matrix product and the
+# full/tied statistics are accumulated on transposed (d, rows) buffers (measured on
+# 2**18 rows, K=8: d=8 390 -> 290 ns/row; d=16 is better on the row layout).
+SMALL_D = 16
 # From this number of features, full-covariance products skip the zero / mirrored
 # half-blocks of triangular and symmetric matrices (BLAS is compute-bound there).
 LARGE_D = 32
