@@ -52,8 +52,16 @@ class DataPasses:
         How to call the data in error messages.
     """
 
-    def __init__(self, X: da.Array, split_every: int, name: str = "X") -> None:
+    def __init__(
+        self,
+        X: da.Array,
+        split_every: int,
+        name: str = "X",
+        weights: da.Array | None = None,
+    ) -> None:
         self.X = X
+        self.weights = weights
+        self.weight_sources = None if weights is None else block_sources(weights)
         self.split_every = split_every
         self.name = name
         self.n_passes = 0
@@ -76,6 +84,8 @@ class DataPasses:
             name=name,
             split_every=self.split_every,
             sources=self.sources,
+            weights=self.weights,
+            weight_sources=self.weight_sources,
         )
         (result,) = dask.compute(graph)
         self.n_passes += 1
@@ -87,7 +97,17 @@ class DataPasses:
         return self.run(kernel, params, name, K.combine_stats)
 
     def check_finite(self, result: dict) -> None:
-        """Raise the NaN/inf error if the pass met rows without a finite density."""
+        """Raise the NaN/inf error if the pass met rows without a finite density,
+        and the weight errors (negative, NaN or infinite, all zero)."""
+        if result.get("n_bad_weights"):
+            raise ValueError(
+                f"sample_weight has {result['n_bad_weights']} negative, NaN or infinite "
+                "value(s); weights must be finite and >= 0"
+            )
+        if "w" in result and result["n"] > 0 and not result["w"] > 0:
+            raise ValueError(
+                "sample_weight sums to 0; give at least one row a positive weight"
+            )
         if not result.get("n_bad"):
             return
         block, row = result["first_bad"]
@@ -159,7 +179,8 @@ def run_em(
             stats, params.means, reg_covar, covariance_type
         )
         params = precision_parameters(weights, means, covariances, covariance_type)
-        prev, lower_bound = lower_bound, stats["loglik"] / stats["n"]
+        # The weighted mean log-likelihood (w = number of rows when unweighted).
+        prev, lower_bound = lower_bound, stats["loglik"] / stats["w"]
         history.append(lower_bound)
         change = lower_bound - prev
         level = logging.INFO if n_iter % verbose_interval == 0 else logging.DEBUG

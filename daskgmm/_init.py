@@ -30,6 +30,7 @@ class Sample:
 
     rows: np.ndarray  # (m, d) float64
     n_samples: int
+    weights: np.ndarray | None = None  # (m,) row weights; None when unweighted
 
 
 def sample_rate(size: int, n_samples: int | None) -> float:
@@ -44,7 +45,10 @@ def sample_rate(size: int, n_samples: int | None) -> float:
 
 
 def kmeans_plusplus(
-    S: np.ndarray, n_clusters: int, rng: np.random.RandomState
+    S: np.ndarray,
+    n_clusters: int,
+    rng: np.random.RandomState,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii; scikit-learn's variant).
 
@@ -54,6 +58,9 @@ def kmeans_plusplus(
         Rows to seed from (centred by the caller for accuracy).
     n_clusters : int
     rng : RandomState
+    weights : ndarray of shape (m,), optional
+        Row weights: the first seed is drawn in proportion to them and the D²
+        potentials are weighted.
 
     Returns
     -------
@@ -63,15 +70,19 @@ def kmeans_plusplus(
     n_trials = 2 + int(np.log(n_clusters))
     sq_norms = np.einsum("ij,ij->i", S, S)
     indices = np.empty(n_clusters, dtype=np.int64)
-    indices[0] = rng.randint(m)
+    w = np.ones(m) if weights is None else weights
+    if weights is None:
+        indices[0] = rng.randint(m)
+    else:
+        indices[0] = rng.choice(m, p=w / w.sum())
     closest = _sq_dist(S, sq_norms, indices[:1])[0]
-    potential = closest.sum()
+    potential = (closest * w).sum()
     for c in range(1, n_clusters):
         draws = rng.uniform(size=n_trials) * potential
-        candidates = np.searchsorted(np.cumsum(closest), draws)
+        candidates = np.searchsorted(np.cumsum(closest * w), draws)
         np.clip(candidates, None, m - 1, out=candidates)
         dist = np.minimum(closest, _sq_dist(S, sq_norms, candidates))
-        potentials = dist.sum(axis=1)
+        potentials = dist @ w
         best = int(np.argmin(potentials))
         indices[c] = candidates[best]
         closest, potential = dist[best], potentials[best]
@@ -85,13 +96,19 @@ def _sq_dist(S: np.ndarray, sq_norms: np.ndarray, idx: np.ndarray) -> np.ndarray
 
 
 def lloyd(
-    S: np.ndarray, centers: np.ndarray, *, max_iter: int = 300, tol: float = 1e-4
+    S: np.ndarray,
+    centers: np.ndarray,
+    *,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Lloyd iterations of k-means on the rows ``S`` from ``centers``.
 
     Stops when the labels no longer change or the squared centre shift falls below
     ``tol`` times the mean feature variance (scikit-learn's tolerance). A centre that
-    loses all its rows stays where it was.
+    loses all its rows stays where it was. With ``weights`` the centres are weighted
+    means.
     """
     centers = centers.copy()
     threshold = tol * float(np.mean(np.var(S, axis=0)))
@@ -108,9 +125,9 @@ def lloyd(
         if labels is not None and np.array_equal(labels, new_labels):
             break
         labels = new_labels
-        counts = np.bincount(labels, minlength=k)
+        counts = np.bincount(labels, weights=weights, minlength=k)
         sums = np.zeros_like(centers)
-        np.add.at(sums, labels, S)
+        np.add.at(sums, labels, S if weights is None else S * weights[:, None])
         moved = counts > 0
         new_centers = centers.copy()
         new_centers[moved] = sums[moved] / counts[moved, None]
@@ -161,19 +178,21 @@ def initial_parameters(
         ``full_pass(kernel, params, name)`` runs a tree-reduced pass over all rows.
     """
     rows = sample.rows
-    center = rows.mean(axis=0)
+    w = sample.weights
+    center = np.average(rows, axis=0, weights=w)
     centred = rows - center
     if method in ("k-means++", "kmeans"):
-        seeds = centred[kmeans_plusplus(centred, n_components, rng)]
+        seeds = centred[kmeans_plusplus(centred, n_components, rng, w)]
         if method == "k-means++":
             return point_components(seeds + center, covariance_type, reg_covar)
-        centers = lloyd(centred, seeds) + center
+        centers = lloyd(centred, seeds, weights=w) + center
         stats = full_pass(
             K.hard_assign_block, (centers, covariance_type), "init-kmeans"
         )
         return K.m_step(stats, centers, reg_covar, covariance_type)
     if method == "random_from_data":
-        idx = rng.choice(rows.shape[0], size=n_components, replace=False)
+        p = None if w is None else w / w.sum()
+        idx = rng.choice(rows.shape[0], size=n_components, replace=False, p=p)
         return point_components(rows[idx], covariance_type, reg_covar)
     seed = int(rng.randint(np.iinfo(np.int32).max))
     stats = full_pass(

@@ -430,7 +430,9 @@ def empty_stats(n_components: int, n_features: int, covariance_type: str) -> dic
         "s2": np.zeros(s2_shape),
         "loglik": 0.0,
         "n": 0,
+        "w": 0.0,
         "n_bad": 0,
+        "n_bad_weights": 0,
         "first_bad": None,
     }
 
@@ -493,6 +495,23 @@ def _mirror_lower(stats: dict, ctype: str) -> None:
         s2[..., h:, :h] = np.swapaxes(s2[..., :h, h:], -1, -2)
 
 
+def _row_weights(weights: np.ndarray | None, n: int, stats: dict) -> np.ndarray | None:
+    """Row weights as float64, bad ones (negative, NaN, inf) counted and zeroed.
+
+    Also sets ``stats["w"]``, the total weight (the row count when unweighted).
+    """
+    if weights is None:
+        stats["w"] = float(n)
+        return None
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    bad = ~(np.isfinite(w) & (w >= 0))
+    if bad.any():
+        stats["n_bad_weights"] = stats.get("n_bad_weights", 0) + int(bad.sum())
+        w = np.where(bad, 0.0, w)
+    stats["w"] = float(w.sum())
+    return w
+
+
 def _note_bad_rows(stats: dict, ok: np.ndarray, start: int, block_index: int) -> None:
     n_bad = int(ok.size - np.count_nonzero(ok))
     if n_bad:
@@ -509,7 +528,12 @@ def _centred(xb: np.ndarray, center: np.ndarray) -> np.ndarray:
 
 
 @_quiet
-def estep_block(X: np.ndarray, kp: KernelParams, block_index: int = 0) -> dict:
+def estep_block(
+    X: np.ndarray,
+    kp: KernelParams,
+    block_index: int = 0,
+    weights: np.ndarray | None = None,
+) -> dict:
     """E-step statistics of one block of rows under the mixture ``kp``.
 
     Parameters
@@ -519,18 +543,21 @@ def estep_block(X: np.ndarray, kp: KernelParams, block_index: int = 0) -> dict:
     kp : KernelParams
     block_index : int
         Position of the block, to locate the first non-finite row.
+    weights : ndarray of shape (n,), optional
+        Row weights: responsibilities and log-likelihoods are multiplied by them.
 
     Returns
     -------
     stats : dict
-        ``nk`` (K,), ``s1`` (K, d), ``s2``, ``loglik`` (sum of per-row log-likelihood),
-        ``n``, ``n_bad`` (rows with no finite log-density) and ``first_bad``
-        ((block, row) of the first such row, or None). ``s1``/``s2`` are shifted by
-        the component means of ``kp``.
+        ``nk`` (K,), ``s1`` (K, d), ``s2``, ``loglik`` (weighted sum of per-row
+        log-likelihood), ``n`` (rows), ``w`` (total weight), ``n_bad`` (rows with no
+        finite log-density), ``n_bad_weights`` and ``first_bad`` ((block, row) of the
+        first bad row, or None). ``s1``/``s2`` are shifted by the means of ``kp``.
     """
     n, d = X.shape
     ctype = kp.covariance_type
     stats = empty_stats(kp.n_components, d, ctype)
+    w = _row_weights(weights, n, stats)
     rows = subblock_rows(kp.n_components, d)
     loglik = 0.0
     for start in range(0, n, rows):
@@ -540,7 +567,12 @@ def estep_block(X: np.ndarray, kp: KernelParams, block_index: int = 0) -> dict:
         if not ok.all():
             _note_bad_rows(stats, ok, start, block_index)
             x0[~ok] = 0.0
-        loglik += float(lse.sum())
+        if w is None:
+            loglik += float(lse.sum())
+        else:
+            wb = w[start : start + rows]
+            loglik += float(lse @ wb)
+            resp *= wb[:, None]
         _accumulate(x0, resp, kp.shifts, stats, ctype)
     stats["loglik"] = loglik
     stats["n"] = n
@@ -550,7 +582,10 @@ def estep_block(X: np.ndarray, kp: KernelParams, block_index: int = 0) -> dict:
 
 @_quiet
 def hard_assign_block(
-    X: np.ndarray, centers_and_type: tuple[np.ndarray, str], block_index: int = 0
+    X: np.ndarray,
+    centers_and_type: tuple[np.ndarray, str],
+    block_index: int = 0,
+    weights: np.ndarray | None = None,
 ) -> dict:
     """Statistics of a block with every row given wholly to its nearest centre.
 
@@ -564,6 +599,7 @@ def hard_assign_block(
     center = centers.mean(axis=0)
     shifts = centers - center
     stats = empty_stats(k, d, ctype)
+    w = _row_weights(weights, n, stats)
     rows = subblock_rows(k, d)
     for start in range(0, n, rows):
         x0 = _centred(X[start : start + rows], center)
@@ -580,6 +616,8 @@ def hard_assign_block(
         resp[:] = 0.0
         resp[np.arange(b), dist.argmin(axis=1)] = 1.0
         resp[~ok] = 0.0
+        if w is not None:
+            resp *= w[start : start + rows, None]
         _accumulate(x0, resp, shifts, stats, ctype)
     stats["n"] = n
     _mirror_lower(stats, ctype)
@@ -588,7 +626,10 @@ def hard_assign_block(
 
 @_quiet
 def random_resp_block(
-    X: np.ndarray, spec: tuple[int, int, np.ndarray, str], block_index: int = 0
+    X: np.ndarray,
+    spec: tuple[int, int, np.ndarray, str],
+    block_index: int = 0,
+    weights: np.ndarray | None = None,
 ) -> dict:
     """Statistics of a block under uniform random responsibilities (``init='random'``).
 
@@ -602,6 +643,7 @@ def random_resp_block(
     rng = np.random.default_rng(np.random.SeedSequence([seed, block_index]))
     shifts = np.zeros((n_components, d))
     stats = empty_stats(n_components, d, ctype)
+    w = _row_weights(weights, n, stats)
     rows = subblock_rows(n_components, d)
     for start in range(0, n, rows):
         x0 = _centred(X[start : start + rows], center)
@@ -612,6 +654,8 @@ def random_resp_block(
             _note_bad_rows(stats, ok, start, block_index)
             x0[~ok] = 0.0
             resp[~ok] = 0.0
+        if w is not None:
+            resp *= w[start : start + rows, None]
         _accumulate(x0, resp, shifts, stats, ctype)
     stats["n"] = n
     _mirror_lower(stats, ctype)
@@ -629,7 +673,9 @@ def combine_stats(*parts: dict) -> dict:
             out[key] += part[key]
         out["loglik"] += part["loglik"]
         out["n"] += part["n"]
+        out["w"] += part["w"]
         out["n_bad"] += part["n_bad"]
+        out["n_bad_weights"] += part["n_bad_weights"]
         if out["first_bad"] is None:
             out["first_bad"] = part["first_bad"]
     return out
@@ -793,7 +839,10 @@ def raise_non_finite(n_bad: int, name: str, context: str) -> None:
 
 @_quiet
 def sample_block(
-    X: np.ndarray, seed_size_rate: tuple[int, int, float], block_index: int = 0
+    X: np.ndarray,
+    seed_size_rate: tuple[int, int, float],
+    block_index: int = 0,
+    weights: np.ndarray | None = None,
 ) -> dict:
     """A uniform random sample of the block's rows, by priority keys.
 
@@ -802,11 +851,15 @@ def sample_block(
     smallest). Keeping the ``size`` smallest keys over all blocks is a uniform sample
     without replacement, reproducible for a given chunking.
 
+    With row weights, rows of weight 0 are never sampled and the sampled rows carry
+    their weights (the initialisation weighs them).
+
     Returns
     -------
     dict
-        ``keys`` (m,), ``rows`` (m, d) in the block's dtype, ``n``, ``n_bad`` (rows with
-        NaN or inf) and ``first_bad``.
+        ``keys`` (m,), ``rows`` (m, d) in the block's dtype, ``weights`` (m,), ``n``,
+        ``w`` (total weight), ``n_bad`` (rows with NaN or inf), ``n_bad_weights`` and
+        ``first_bad``.
     """
     seed, size, rate = seed_size_rate
     n = X.shape[0]
@@ -814,7 +867,10 @@ def sample_block(
     keys = rng.random(n)
     row_sums = X.sum(axis=1, dtype=np.float64)
     ok = np.isfinite(row_sums)
-    stats = {"n": n, "n_bad": 0, "first_bad": None}
+    stats = {"n": n, "n_bad": 0, "n_bad_weights": 0, "first_bad": None}
+    w = _row_weights(weights, n, stats)
+    if w is not None:
+        keys[w == 0] = 2.0
     if not ok.all():
         # A row sum may overflow with finite entries: confirm on those rows only.
         ok[~ok] = np.isfinite(X[~ok]).all(axis=1)
@@ -825,6 +881,7 @@ def sample_block(
         picked = picked[np.argsort(keys[picked], kind="stable")[:size]]
     stats["keys"] = keys[picked]
     stats["rows"] = np.asarray(X[picked])
+    stats["weights"] = np.ones(picked.size) if w is None else w[picked]
     stats["size"] = size
     return stats
 
@@ -833,18 +890,22 @@ def combine_samples(*parts: dict) -> dict:
     """Keep the rows with the smallest keys among several samples."""
     keys = np.concatenate([p["keys"] for p in parts])
     rows = np.concatenate([p["rows"] for p in parts])
+    weights = np.concatenate([p["weights"] for p in parts])
     size = parts[0]["size"]
     if keys.size > size:
         order = np.argsort(keys, kind="stable")[:size]
-        keys, rows = keys[order], rows[order]
+        keys, rows, weights = keys[order], rows[order], weights[order]
     first_bad = next(
         (p["first_bad"] for p in parts if p["first_bad"] is not None), None
     )
     return {
         "keys": keys,
         "rows": rows,
+        "weights": weights,
         "size": size,
         "n": sum(p["n"] for p in parts),
+        "w": sum(p["w"] for p in parts),
         "n_bad": sum(p["n_bad"] for p in parts),
+        "n_bad_weights": sum(p["n_bad_weights"] for p in parts),
         "first_bad": first_bad,
     }

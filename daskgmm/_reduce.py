@@ -45,7 +45,8 @@ def block_sources(X: da.Array) -> list:
     """
     graph = X.__dask_graph__()
     sources = []
-    for key in block_keys(X):
+    keys = block_keys(X) if X.ndim == 2 else list(flatten(X.__dask_keys__()))
+    for key in keys:
         node = graph.get(key) if hasattr(graph, "get") else None
         sources.append(node if isinstance(node, Task) else TaskRef(key))
     return sources
@@ -60,6 +61,8 @@ def tree_reduce(
     name: str,
     split_every: int = DEFAULT_SPLIT_EVERY,
     sources: list | None = None,
+    weights: da.Array | None = None,
+    weight_sources: list | None = None,
 ) -> Delayed:
     """Map ``kernel(block, params, block_index)`` over the row blocks, tree-combine.
 
@@ -80,6 +83,11 @@ def tree_reduce(
         Fan-in of the tree (at least 2).
     sources : list, optional
         :func:`block_sources` of ``X``, when the caller computed them already.
+    weights : dask array of shape (n_samples,), optional
+        Row weights with X's row blocks: block ``i`` of them is passed to the kernel
+        as a fourth argument.
+    weight_sources : list, optional
+        :func:`block_sources` of ``weights``, when already computed.
 
     Returns
     -------
@@ -89,13 +97,19 @@ def tree_reduce(
     split_every = max(int(split_every), 2)
     if sources is None:
         sources = block_sources(X)
-    token = tokenize(X.name, params, kernel, combine, split_every)
+    if weights is not None and weight_sources is None:
+        weight_sources = block_sources(weights)
+    token = tokenize(
+        X.name, None if weights is None else weights.name, params, kernel, combine
+    )
+    token = tokenize(token, split_every)
     params_key = f"gmm-params-{token}"
     graph: dict = {params_key: DataNode(params_key, params)}
     level = []
     for i, source in enumerate(sources):
         task_key = (f"gmm-{name}-{token}", i)
-        graph[task_key] = Task(task_key, kernel, source, TaskRef(params_key), i)
+        extra = () if weight_sources is None else (weight_sources[i],)
+        graph[task_key] = Task(task_key, kernel, source, TaskRef(params_key), i, *extra)
         level.append(task_key)
     depth = 0
     while len(level) > 1:
@@ -109,7 +123,8 @@ def tree_reduce(
         level = nxt
     final_key = f"gmm-{name}-total-{token}"
     graph[final_key] = Task(final_key, _identity, TaskRef(level[0]))
-    hlg = HighLevelGraph.from_collections(final_key, graph, dependencies=[X])
+    dependencies = [X] if weights is None else [X, weights]
+    hlg = HighLevelGraph.from_collections(final_key, graph, dependencies=dependencies)
     return Delayed(final_key, hlg)
 
 

@@ -255,6 +255,7 @@ class GaussianMixture:
         self,
         X: Any,
         y: Any = None,
+        sample_weight: Any = None,
         *,
         iteration_callback: Callable[[int, RunResult], None] | None = None,
     ) -> GaussianMixture:
@@ -264,6 +265,11 @@ class GaussianMixture:
         ----------
         X : array-like, dask array, pandas or dask DataFrame of shape (n_samples, n_features)
         y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Row weights (NumPy, or a dask array with X's row chunks), finite and
+            >= 0, not all 0. Responsibilities are multiplied by them in the
+            statistics and the lower bound is the weighted mean log-likelihood, so
+            integer weights give the model of the rows repeated that many times.
         iteration_callback : callable, optional
             Called after every EM iteration as ``callback(init, state)`` with the
             index of the initialisation and a ``RunResult`` (float64 parameters,
@@ -273,20 +279,22 @@ class GaussianMixture:
         -------
         self : GaussianMixture
         """
-        self._fit(X, iteration_callback)
+        self._fit(X, iteration_callback, sample_weight)
         return self
 
-    def fit_predict(self, X: Any, y: Any = None) -> Any:
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
         """Fit, then return the most probable component of every row of ``X``.
 
         Returns
         -------
         labels : ndarray of shape (n_samples,), or a lazy dask array for dask input
         """
-        self._fit(X)
+        self._fit(X, None, sample_weight)
         return self.predict(X)
 
-    def _fit(self, X: Any, callback: Callable | None = None) -> None:
+    def _fit(
+        self, X: Any, callback: Callable | None = None, sample_weight: Any = None
+    ) -> None:
         self._check_params()
         data = check_input(X, min_samples=2)
         self._check_n_samples(data.n_samples)
@@ -295,7 +303,10 @@ class GaussianMixture:
             _raise_if_non_finite(data.array)
         with _verbose_logging(self.verbose), _one_blas_thread_per_task():
             array = _fit_array(data, self.persist)
-            passes = DataPasses(array, self.split_every)
+            weights = None
+            if sample_weight is not None:
+                weights = _aligned_weights(sample_weight, array, data)
+            passes = DataPasses(array, self.split_every, weights=weights)
             best = self._fit_runs(passes, data, inits, callback)
         self._set_fitted(best, data)
 
@@ -375,7 +386,10 @@ class GaussianMixture:
                 f"Found array with {result['n']} sample(s) while a minimum of 2 is required"
             )
         logger.debug("initialisation sample of %d rows", result["rows"].shape[0])
-        return Sample(np.asarray(result["rows"], dtype=np.float64), result["n"])
+        weights = None if passes.weights is None else result["weights"]
+        return Sample(
+            np.asarray(result["rows"], dtype=np.float64), result["n"], weights
+        )
 
     def _initial_parameters(
         self,
@@ -682,6 +696,47 @@ def _numpy_to_dask(array: np.ndarray) -> da.Array:
     }
     chunks = (tuple(min(n, s + rows) - s for s in starts), (d,))
     return da.Array(graph, name, chunks=chunks, dtype=array.dtype)
+
+
+def _aligned_weights(sample_weight: Any, array: da.Array, data: Data) -> da.Array:
+    """Row weights as a 1-D dask array with the fit array's row blocks.
+
+    Values are checked in the fit's passes (negative, NaN, inf, all zero).
+    """
+    weights = sample_weight
+    if not isinstance(weights, da.Array):
+        weights = np.asarray(weights)
+        if weights.dtype.kind not in "biuf":
+            raise TypeError(
+                f"sample_weight must hold numbers, got dtype {weights.dtype}"
+            )
+    if weights.ndim != 1:
+        raise ValueError(
+            "sample_weight must be 1-D of shape (n_samples,), got shape "
+            f"{weights.shape}"
+        )
+    if data.n_samples is not None and weights.shape[0] != data.n_samples:
+        raise ValueError(
+            f"sample_weight has {weights.shape[0]} values but X has "
+            f"{data.n_samples} rows"
+        )
+    rows_known = not any(math.isnan(c) for c in array.chunks[0])
+    if not isinstance(weights, da.Array):
+        weights = da.from_array(
+            weights.astype(np.float64, copy=False),
+            chunks=(array.chunks[0],) if rows_known else -1,
+            name=False,
+        )
+    if weights.chunks[0] != array.chunks[0]:
+        if rows_known:
+            weights = weights.rechunk({0: array.chunks[0]})
+        elif weights.numblocks[0] != array.numblocks[0]:
+            raise ValueError(
+                "sample_weight must be chunked like X's rows when X's row counts "
+                "are unknown"
+            )
+    (weights,) = dask.optimize(weights)
+    return weights
 
 
 def _active_client() -> Any:
