@@ -24,6 +24,17 @@ def _start(*args: str, log: Path) -> subprocess.Popen:
     )
 
 
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Terminate the processes (workers first), killing any that hang."""
+    for proc in reversed(procs):
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     if not DASK.exists():
@@ -67,13 +78,7 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         info = json.loads(scheduler_file.read_text())
         yield {"address": info["address"], "scheduler_file": str(scheduler_file)}
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop(procs)
 
 
 def _wait_for_workers(address: str, n: int) -> None:
@@ -218,10 +223,4 @@ def test_job_on_a_tls_scheduler_with_certificates_from_the_config(tmp_path):
         )
         assert not (tmp_path / "out2").exists()
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop(procs)
