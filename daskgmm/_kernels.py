@@ -799,17 +799,28 @@ def score_samples_block(
 
 
 @_quiet
-def loglik_block(X: np.ndarray, kp: KernelParams, block_index: int = 0) -> dict:
-    """Sum of log-densities and row count of a block (for score, BIC, AIC)."""
+def loglik_block(
+    X: np.ndarray,
+    kp: KernelParams,
+    block_index: int = 0,
+    weights: np.ndarray | None = None,
+) -> dict:
+    """(Weighted) sum of log-densities, rows and total weight of a block.
+
+    For score, BIC and AIC.
+    """
     n, d = X.shape
     rows = subblock_rows(kp.n_components, d)
-    stats = {"loglik": 0.0, "n": n, "n_bad": 0, "first_bad": None}
+    stats = {"loglik": 0.0, "n": n, "n_bad": 0, "n_bad_weights": 0, "first_bad": None}
+    w = _row_weights(weights, n, stats)
     for start in range(0, n, rows):
         x0 = _centred(X[start : start + rows], kp.center)
         lse, ok = _normalize_in_place(_weighted_log_prob(x0, kp))
         if not ok.all():
             _note_bad_rows(stats, ok, start, block_index)
-        stats["loglik"] += float(lse.sum())
+        stats["loglik"] += float(
+            lse.sum() if w is None else lse @ w[start : start + rows]
+        )
     return stats
 
 
@@ -819,7 +830,9 @@ def combine_loglik(*parts: dict) -> dict:
     for part in parts[1:]:
         out["loglik"] += part["loglik"]
         out["n"] += part["n"]
+        out["w"] += part["w"]
         out["n_bad"] += part["n_bad"]
+        out["n_bad_weights"] += part["n_bad_weights"]
         if out["first_bad"] is None:
             out["first_bad"] = part["first_bad"]
     return out

@@ -52,6 +52,7 @@ class DataConfig(_Block):
     array: str | None = None
     columns: list[str] | None = None
     id_columns: list[str] = Field(default_factory=list)
+    weight_column: str | None = None
     filters: list[tuple[str, str, Any]] | None = None
     rows_per_chunk: int | None = Field(None, gt=0)
     sample_fraction: float | None = Field(None, gt=0, le=1)
@@ -66,6 +67,8 @@ class DataConfig(_Block):
             raise ValueError("id_columns are only read from Parquet sources")
         if self.filters and self.source != "parquet":
             raise ValueError("filters apply to Parquet sources only")
+        if self.weight_column and self.source != "parquet":
+            raise ValueError("weight_column is read from Parquet sources only")
         return self
 
 

@@ -117,6 +117,7 @@ class JobData:
 
     X: da.Array
     passthrough: dict[str, da.Array] = field(default_factory=dict)
+    weights: da.Array | None = None
     feature_names: list[str] | None = None
     description: str = ""
 
@@ -162,9 +163,13 @@ def open_data(cfg: DataConfig) -> JobData:
             rows_per_chunk=cfg.rows_per_chunk,
         )
         ids = {name: source.column(name) for name in cfg.id_columns}
+        weights = None
+        if cfg.weight_column:
+            weights = source.column(cfg.weight_column).astype(np.float64)
         return JobData(
             source.features(),
             ids,
+            weights,
             list(source.columns),
             description=f"Parquet {cfg.path}",
         )
@@ -181,14 +186,18 @@ def _keep_fraction(
 
 
 def fit_rows(X: da.Array, fraction: float | None, seed: int | None) -> da.Array:
-    """The rows to fit on: all, or a uniform Bernoulli sample of ``fraction``."""
-    if fraction is None or fraction >= 1:
+    """The rows to fit on: all, or a uniform Bernoulli sample of ``fraction``.
+
+    The same ``seed`` keeps the same rows of any array with the same row blocks
+    (features and their weights).
+    """
+    if X is None or fraction is None or fraction >= 1:
         return X
     return X.map_blocks(
         _keep_fraction,
         fraction,
         0 if seed is None else seed,
-        chunks=((math.nan,) * X.numblocks[0], X.chunks[1]),
+        chunks=((math.nan,) * X.numblocks[0], *X.chunks[1:]),
         dtype=X.dtype,
     )
 
@@ -277,12 +286,20 @@ def write_json(path: str, payload: dict) -> None:
         json.dump(clean(payload), f, indent=2)
 
 
-def fit_metrics(model: Any, X: da.Array, seconds: float) -> dict:
-    """Lower bound, BIC, AIC (one pass), iterations and timings of a fitted model."""
-    total, n = model._loglik(X)
+def fit_metrics(
+    model: Any, X: da.Array, seconds: float, weights: da.Array | None = None
+) -> dict:
+    """Lower bound, BIC, AIC (one pass), iterations and timings of a fitted model.
+
+    With row weights the log-likelihood is weighted and the total weight is the
+    sample size of BIC.
+    """
+    totals = model._loglik(X, weights)
+    total, n = totals["loglik"], totals["w"]
     n_params = model._n_parameters()
     return {
-        "n_samples": n,
+        "n_samples": totals["n"],
+        "total_weight": n,
         "n_features": int(model.n_features_in_),
         "n_components": int(model.n_components),
         "covariance_type": model.covariance_type,

@@ -559,32 +559,43 @@ class GaussianMixture:
         """
         return self._per_row(X, "score")
 
-    def _loglik(self, X: Any) -> tuple[float, int]:
-        """Total log-likelihood of ``X`` and its number of rows (one pass)."""
+    def _loglik(self, X: Any, sample_weight: Any = None) -> dict:
+        """(Weighted) total log-likelihood ``loglik`` of ``X``, its total weight ``w``
+        (the number of rows when unweighted) and its rows ``n``, in one pass."""
         data = self._check_predict_input(X)
         kp = self._kernel_params()
         if not data.is_dask:
             _raise_if_non_finite(data.array)
         array = data.array if data.is_dask else _numpy_to_dask(data.array)
-        passes = DataPasses(array, self.split_every)
+        weights = None
+        if sample_weight is not None:
+            weights = _aligned_weights(sample_weight, array, data)
+        passes = DataPasses(array, self.split_every, weights=weights)
         with _one_blas_thread_per_task():
             result = passes.run(K.loglik_block, kp, "score", K.combine_loglik)
-        return float(result["loglik"]), int(result["n"])
+        return {
+            "loglik": float(result["loglik"]),
+            "w": float(result["w"]),
+            "n": int(result["n"]),
+        }
 
-    def score(self, X: Any, y: Any = None) -> float:
-        """Mean log-likelihood of the rows of ``X`` (computed now, for dask input too)."""
-        total, n = self._loglik(X)
-        return total / n
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """(Weighted) mean log-likelihood of the rows of ``X`` (computed now)."""
+        totals = self._loglik(X, sample_weight)
+        return totals["loglik"] / totals["w"]
 
-    def bic(self, X: Any) -> float:
-        """Bayesian information criterion on ``X`` (lower is better)."""
-        total, n = self._loglik(X)
-        return -2.0 * total + self._n_parameters() * math.log(n)
+    def bic(self, X: Any, sample_weight: Any = None) -> float:
+        """Bayesian information criterion on ``X`` (lower is better).
 
-    def aic(self, X: Any) -> float:
+        With ``sample_weight`` the total weight is the sample size.
+        """
+        totals = self._loglik(X, sample_weight)
+        return -2.0 * totals["loglik"] + self._n_parameters() * math.log(totals["w"])
+
+    def aic(self, X: Any, sample_weight: Any = None) -> float:
         """Akaike information criterion on ``X`` (lower is better)."""
-        total, _ = self._loglik(X)
-        return -2.0 * total + 2.0 * self._n_parameters()
+        totals = self._loglik(X, sample_weight)
+        return -2.0 * totals["loglik"] + 2.0 * self._n_parameters()
 
     def _n_parameters(self) -> int:
         return K.n_parameters(

@@ -61,13 +61,15 @@ def run(
         atomic_path(out.directory, overwrite=out.overwrite) as tmp,
     ):
         os.makedirs(tmp)
-        X_fit = fit_rows(data.X, config.data.sample_fraction, config.model.random_state)
+        seed = config.model.random_state
+        X_fit = fit_rows(data.X, config.data.sample_fraction, seed)
+        w_fit = fit_rows(data.weights, config.data.sample_fraction, seed)
         checkpoint = _checkpoint(config) if out.checkpoint else None
         with Timer() as timer:
-            model = _fit(config, X_fit, checkpoint, resume, progress)
+            model = _fit(config, X_fit, w_fit, checkpoint, resume, progress)
         if data.feature_names is not None:
             model.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
-        metrics = fit_metrics(model, data.X, timer.seconds)
+        metrics = fit_metrics(model, data.X, timer.seconds, data.weights)
         paths = write_predictions(model, data, out, tmp)
         if out.model:
             model.save(os.path.join(tmp, "model"))
@@ -110,6 +112,7 @@ def _checkpoint(config: JobConfig) -> Checkpoint:
 def _fit(
     config: JobConfig,
     X,
+    weights,
     checkpoint: Checkpoint | None,
     resume: bool,
     progress: Callable[[int, RunResult], None] | None = None,
@@ -121,7 +124,7 @@ def _fit(
     """
     model = GaussianMixture(**model_params(config))
     if checkpoint is None:
-        return model.fit(X, iteration_callback=progress)
+        return model.fit(X, sample_weight=weights, iteration_callback=progress)
     done = checkpoint.read() if resume else None
     if resume and done is None:
         raise JobError(
@@ -144,7 +147,7 @@ def _fit(
         )
 
     if done is None:
-        return model.fit(X, iteration_callback=record)
+        return model.fit(X, sample_weight=weights, iteration_callback=record)
     logger.info("resuming after iteration %d from %s", done.n_iter, checkpoint.path)
     model._restore(
         RunResult(done.params, done.converged, done.n_iter, history[-1], history),
@@ -155,7 +158,7 @@ def _fit(
     if done.converged or remaining <= 0:
         return model
     model.set_params(warm_start=True, max_iter=remaining)
-    model.fit(X, iteration_callback=record)
+    model.fit(X, sample_weight=weights, iteration_callback=record)
     model.n_iter_ += done.n_iter
     model.lower_bounds_ = history + model.lower_bounds_
     return model.set_params(

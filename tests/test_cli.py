@@ -346,3 +346,34 @@ def test_select_pipeline_is_reported_as_not_available_yet(tmp_path):
     assert result.returncode == 1
     assert "pipeline 'select_model' is not available in this version" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_parquet_job_with_a_weight_column(tmp_path):
+    import pandas as pd
+
+    from daskgmm.io import ParquetSource
+
+    data = _example_data("parquet", tmp_path)
+    frame = pd.read_parquet(data)
+    frame["w"] = np.random.default_rng(1).integers(0, 3, size=len(frame)).astype(float)
+    frame.to_parquet(tmp_path / "weighted.parquet")
+    job = _write(
+        tmp_path,
+        "data: {source: parquet, path: weighted.parquet, columns: [x_0, x_1, x_2, x_3], "
+        "weight_column: w}\n"
+        "model: {n_components: 6, random_state: 0}\n"
+        "cluster: {n_workers: 1}\n"
+        "output: {directory: out}\n",
+    )
+    result = daskgmm_cmd("run", str(job), "--quiet")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["total_weight"] == pytest.approx(frame["w"].sum())
+    assert metrics["n_samples"] == len(frame)
+    source = ParquetSource(tmp_path / "weighted.parquet", [f"x_{i}" for i in range(4)])
+    direct = daskgmm.GaussianMixture(6, random_state=0, verbose_interval=1).fit(
+        source.features(), sample_weight=source.column("w")
+    )
+    saved = daskgmm.load(str(tmp_path / "out" / "model"))
+    np.testing.assert_allclose(saved.lower_bound_, direct.lower_bound_, rtol=1e-12)
+    np.testing.assert_allclose(saved.means_, direct.means_, rtol=1e-10)

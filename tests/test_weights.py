@@ -141,3 +141,26 @@ def test_bad_weights_raise_clear_errors(data, weights, error, message):
     X, _ = data
     with pytest.raises(error, match=re.escape(message)):
         GaussianMixture(3, random_state=0).fit(X, sample_weight=np.array(weights))
+
+
+def test_score_bic_aic_with_integer_weights_equal_repeated_rows(data):
+    X, w = data
+    model = GaussianMixture(3, random_state=0).fit(X, sample_weight=w)
+    repeated = np.repeat(X, w, axis=0)
+    np.testing.assert_allclose(
+        model.score(X, sample_weight=w), model.score(repeated), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        model.bic(X, sample_weight=w), model.bic(repeated), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        model.aic(da.from_array(X, chunks=100), sample_weight=w),
+        model.aic(repeated),
+        rtol=1e-12,
+    )
+    # Unweighted: the number of rows is the sample size.
+    np.testing.assert_allclose(
+        model.bic(X),
+        -2 * model.score_samples(X).sum() + model._n_parameters() * np.log(len(X)),
+        rtol=1e-12,
+    )
