@@ -44,6 +44,16 @@ def sample_rate(size: int, n_samples: int | None) -> float:
     return min(1.0, (size + 5.0 * math.sqrt(size) + 10.0) / n_samples)
 
 
+def draw_sample(passes: object, seed: int, size: int, n_samples: int | None) -> dict:
+    """One pass drawing a uniform sample of about ``size`` rows (see ``sample_block``).
+
+    ``passes`` is a ``DataPasses``; returns the combined sample (rows, weights, row
+    count and total weight).
+    """
+    spec = (seed, size, sample_rate(size, n_samples))
+    return passes.run(K.sample_block, spec, "sample", K.combine_samples)
+
+
 def kmeans_plusplus(
     S: np.ndarray,
     n_clusters: int,

@@ -100,10 +100,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pipelines import PIPELINES
 
     config = load_config(args.config, args.overrides)
-    if config.output.overwrite is False:
-        from daskgmm.jobs import check_output
-
-        check_output(config.output)
     if not args.quiet:
         config = config.model_copy(
             update={"model": config.model.model_copy(update={"verbose": 1})}

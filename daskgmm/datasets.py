@@ -9,6 +9,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from daskgmm._kernels import COVARIANCE_TYPES
 from daskgmm._validation import check_int, check_option
 
 GENERATION_ROWS = 65_536
@@ -50,7 +51,7 @@ def random_mixture(
     check_option(
         covariance_type,
         "covariance_type",
-        ("full", "tied", "diag", "spherical"),
+        COVARIANCE_TYPES,
         owner="random_mixture",
     )
     for k in range(n_components):
@@ -164,12 +165,6 @@ def make_gmm(
     check_int(n_features, "n_features", 1, owner="make_gmm")
     check_int(n_components, "n_components", 1, owner="make_gmm")
     check_int(chunks, "chunks", 1, owner="make_gmm")
-    check_option(
-        covariance_type,
-        "covariance_type",
-        ("full", "tied", "diag", "spherical"),
-        owner="make_gmm",
-    )
     truth = random_mixture(
         n_components,
         n_features,

@@ -254,15 +254,11 @@ def write_predictions(model: Any, data: JobData, cfg: OutputConfig, where: str) 
 
 def sample_rows(X: da.Array, size: int, seed: int | None) -> np.ndarray:
     """A uniform sample of about ``size`` rows (one pass), for reports."""
-    from daskgmm import _kernels as K
     from daskgmm._em import DataPasses
-    from daskgmm._init import sample_rate
+    from daskgmm._init import draw_sample
 
     n = None if math.isnan(X.shape[0]) else X.shape[0]
-    spec = (0 if seed is None else seed, size, sample_rate(size, n))
-    result = DataPasses(X, 16).run(
-        K.sample_block, spec, "report-sample", K.combine_samples
-    )
+    result = draw_sample(DataPasses(X, 16), 0 if seed is None else seed, size, n)
     return np.asarray(result["rows"], dtype=np.float64)
 
 

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from daskgmm import _kernels as K
 from daskgmm._em import DataPasses, Parameters, RunResult, precision_parameters, run_em
-from daskgmm._init import INIT_METHODS, Sample, initial_parameters, sample_rate
+from daskgmm._init import INIT_METHODS, Sample, draw_sample, initial_parameters
 from daskgmm._reduce import DEFAULT_SPLIT_EVERY, map_rows
 from daskgmm._validation import (
     Data,
@@ -378,8 +378,7 @@ class GaussianMixture:
     ) -> Sample:
         size = max(self.init_sample_size, self.n_components)
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        spec = (seed, size, sample_rate(size, data.n_samples))
-        result = passes.run(K.sample_block, spec, "sample", K.combine_samples)
+        result = draw_sample(passes, seed, size, data.n_samples)
         self._check_n_samples(result["n"])
         if result["n"] < 2:
             raise ValueError(
