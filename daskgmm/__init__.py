@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from daskgmm.exceptions import ConvergenceWarning, NotFittedError
 from daskgmm.mixture import GaussianMixture
 from daskgmm.model_io import load_model as load
+from daskgmm.selection import ModelSelection, select_model
 
 try:
     __version__ = version("daskgmm")
@@ -16,7 +17,9 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "ConvergenceWarning",
     "GaussianMixture",
+    "ModelSelection",
     "NotFittedError",
     "__version__",
     "load",
+    "select_model",
 ]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import dask
@@ -73,7 +74,12 @@ class DataPasses:
         )
 
     def run(
-        self, kernel: Callable, params: object, name: str, combine: Callable
+        self,
+        kernel: Callable,
+        params: object,
+        name: str,
+        combine: Callable,
+        check: bool = True,
     ) -> dict:
         """One pass: ``kernel`` on every block, combined in a tree, computed once."""
         graph = tree_reduce(
@@ -89,8 +95,30 @@ class DataPasses:
         )
         (result,) = dask.compute(graph)
         self.n_passes += 1
-        self.check_finite(result)
+        if check:
+            self.check_finite(result)
         return result
+
+    def run_many(
+        self, calls: Sequence[tuple[Callable, object, Callable]], name: str
+    ) -> list:
+        """One pass evaluating several ``(kernel, params, combine)`` on every block.
+
+        Each block is read once; the results of every call share one reduction tree
+        and equal those of separate passes bitwise (same kernels, same tree).
+        """
+        kernels = tuple((kernel, params) for kernel, params, _ in calls)
+        combines = tuple(combine for _, _, combine in calls)
+        results = self.run(
+            multi_block,
+            kernels,
+            name,
+            functools.partial(combine_multi, combines),
+            False,
+        )
+        for result in results:
+            self.check_finite(result)
+        return list(results)
 
     def stats(self, kernel: Callable, params: object, name: str) -> dict:
         """A pass whose blocks return E-step-like statistics."""
@@ -129,6 +157,167 @@ def precision_parameters(
     return Parameters(weights, means, covariances, prec_chol)
 
 
+def multi_block(
+    X: np.ndarray,
+    calls: tuple[tuple[Callable, object], ...],
+    block_index: int = 0,
+    *weights: np.ndarray,
+) -> tuple:
+    """Several kernels on one block (the block is read once): a batched pass."""
+    w = weights[0] if weights else None
+    return tuple(kernel(X, params, block_index, w) for kernel, params in calls)
+
+
+def combine_multi(combines: tuple[Callable, ...], *parts: tuple) -> tuple:
+    """Combine the partial results of :func:`multi_block`, call by call."""
+    return tuple(
+        combine(*[part[i] for part in parts]) for i, combine in enumerate(combines)
+    )
+
+
+@dataclass
+class Run:
+    """One candidate mixture's EM in progress (a restart, or a model of a sweep).
+
+    Parameters
+    ----------
+    params : Parameters
+        The current parameters (the start, then those after each M-step).
+    covariance_type, tol, reg_covar, max_iter : as the estimator
+    lower_bound : float
+        Lower bound before the next iteration (-inf, or the warm start's).
+    label : str
+        How log lines name the candidate.
+    """
+
+    params: Parameters
+    covariance_type: str
+    tol: float
+    reg_covar: float
+    max_iter: int
+    lower_bound: float = -np.inf
+    label: str = ""
+    history: list[float] = field(default_factory=list)
+    n_iter: int = 0
+    converged: bool = False
+    error: str | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the candidate needs another pass."""
+        return self.error is None and not self.converged and self.n_iter < self.max_iter
+
+    def result(self) -> RunResult:
+        return RunResult(
+            self.params,
+            self.converged,
+            self.n_iter,
+            self.lower_bound,
+            list(self.history),
+        )
+
+    def step(self, stats: dict) -> float:
+        """M-step from the E-step ``stats``; returns the change of the lower bound."""
+        weights, means, covariances = K.m_step(
+            stats, self.params.means, self.reg_covar, self.covariance_type
+        )
+        params = precision_parameters(weights, means, covariances, self.covariance_type)
+        # The weighted mean log-likelihood (w = number of rows when unweighted).
+        prev, lower_bound = self.lower_bound, stats["loglik"] / stats["w"]
+        self.params = params
+        self.lower_bound = lower_bound
+        self.history.append(lower_bound)
+        self.n_iter += 1
+        change = lower_bound - prev
+        self.converged = bool(abs(change) < self.tol)
+        return change
+
+
+def run_em_batched(
+    passes: DataPasses,
+    runs: Sequence[Run],
+    *,
+    verbose_interval: int = 10,
+    on_pass: Callable[[int], None] | None = None,
+    on_iteration: Callable[[int, RunResult], None] | None = None,
+    raise_errors: bool = True,
+) -> None:
+    """Advance every active run by one EM iteration per pass over the data.
+
+    Each pass evaluates the E-step of all runs still active on every block (one
+    read of the data), in one reduction tree; runs that converge, reach their
+    ``max_iter`` or fail drop out of later passes. Every run's result equals that of
+    running it alone (same kernel, same tree). ``runs`` are updated in place.
+
+    Parameters
+    ----------
+    passes : DataPasses
+    runs : sequence of Run
+    verbose_interval : int
+        Iterations between INFO log lines (the others are logged at DEBUG).
+    on_pass : callable, optional
+        Called with the number of rows after each pass (used to check n_components).
+    on_iteration : callable, optional
+        ``on_iteration(i, state)`` after every iteration of run ``i`` with its state
+        so far (a :class:`RunResult`), e.g. to write a checkpoint.
+    raise_errors : bool
+        Whether an M-step error (an ill-defined covariance) ends everything, or only
+        that run (recorded in its ``error``).
+    """
+    n_pass = 0
+    while True:
+        active = [i for i, run in enumerate(runs) if run.active]
+        if not active:
+            return
+        n_pass += 1
+        tic = time.perf_counter()
+        calls = []
+        for i in active:
+            p = runs[i].params
+            kp = K.prepare(
+                p.weights, p.means, p.precisions_cholesky, runs[i].covariance_type
+            )
+            calls.append((K.estep_block, kp, K.combine_stats))
+        results = passes.run_many(calls, "estep")
+        if on_pass is not None:
+            on_pass(results[0]["n"])
+        seconds = time.perf_counter() - tic
+        for i, stats in zip(active, results, strict=True):
+            run = runs[i]
+            try:
+                change = run.step(stats)
+            except ValueError as exc:
+                if raise_errors:
+                    raise
+                run.error = str(exc)
+                logger.info(
+                    "%sfailed at iteration %d: %s", run.label, run.n_iter + 1, exc
+                )
+                continue
+            level = (
+                logging.INFO if run.n_iter % verbose_interval == 0 else logging.DEBUG
+            )
+            logger.log(
+                level,
+                "%siteration %d  mean log-likelihood %.10g  change %.3g  %.3f s",
+                run.label,
+                run.n_iter,
+                run.lower_bound,
+                change,
+                seconds,
+            )
+            if on_iteration is not None:
+                on_iteration(i, run.result())
+        if len(runs) > 1:
+            logger.debug(
+                "pass %d: %d of %d candidates active, %.3f s",
+                n_pass,
+                len(active),
+                len(runs),
+                seconds,
+            )
+
+
 def run_em(
     passes: DataPasses,
     start: Parameters,
@@ -146,57 +335,16 @@ def run_em(
 
     As scikit-learn, the lower bound of iteration ``t`` is the mean log-likelihood
     of the parameters before the ``t``-th M-step, and the returned parameters are
-    those after the last M-step.
-
-    Parameters
-    ----------
-    passes : DataPasses
-    start : Parameters
-    covariance_type, tol, reg_covar, max_iter : as the estimator
-    lower_bound : float
-        Lower bound before the first iteration (warm start), -inf otherwise.
-    verbose_interval : int
-        Iterations between INFO log lines (the others are logged at DEBUG).
-    on_pass : callable, optional
-        Called with the number of rows after each pass (used to check n_components).
-    on_iteration : callable, optional
-        Called after every iteration with the state so far (a :class:`RunResult`),
-        e.g. to write a checkpoint.
+    those after the last M-step. One candidate of :func:`run_em_batched`.
     """
-    params = start
-    history: list[float] = []
-    converged = False
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
-        tic = time.perf_counter()
-        kp = K.prepare(
-            params.weights, params.means, params.precisions_cholesky, covariance_type
-        )
-        stats = passes.stats(K.estep_block, kp, "estep")
-        if on_pass is not None:
-            on_pass(stats["n"])
-        weights, means, covariances = K.m_step(
-            stats, params.means, reg_covar, covariance_type
-        )
-        params = precision_parameters(weights, means, covariances, covariance_type)
-        # The weighted mean log-likelihood (w = number of rows when unweighted).
-        prev, lower_bound = lower_bound, stats["loglik"] / stats["w"]
-        history.append(lower_bound)
-        change = lower_bound - prev
-        level = logging.INFO if n_iter % verbose_interval == 0 else logging.DEBUG
-        logger.log(
-            level,
-            "iteration %d  mean log-likelihood %.10g  change %.3g  %.3f s",
-            n_iter,
-            lower_bound,
-            change,
-            time.perf_counter() - tic,
-        )
-        converged = bool(abs(change) < tol)
-        if on_iteration is not None:
-            on_iteration(
-                RunResult(params, converged, n_iter, lower_bound, list(history))
-            )
-        if converged:
-            break
-    return RunResult(params, converged, n_iter, lower_bound, history)
+    run = Run(start, covariance_type, tol, reg_covar, max_iter, lower_bound)
+    run_em_batched(
+        passes,
+        [run],
+        verbose_interval=verbose_interval,
+        on_pass=on_pass,
+        on_iteration=None
+        if on_iteration is None
+        else (lambda _, state: on_iteration(state)),
+    )
+    return run.result()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -52,6 +52,26 @@ def draw_sample(passes: object, seed: int, size: int, n_samples: int | None) -> 
     """
     spec = (seed, size, sample_rate(size, n_samples))
     return passes.run(K.sample_block, spec, "sample", K.combine_samples)
+
+
+def sample_from_result(result: dict, weighted: bool) -> Sample:
+    """The :class:`Sample` of a sampling pass's combined result.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 rows in the data.
+    """
+    if result["n"] < 2:
+        raise ValueError(
+            f"Found array with {result['n']} sample(s) while a minimum of 2 is required"
+        )
+    logger.debug("initialisation sample of %d rows", result["rows"].shape[0])
+    return Sample(
+        np.asarray(result["rows"], dtype=np.float64),
+        result["n"],
+        result["weights"] if weighted else None,
+    )
 
 
 def kmeans_plusplus(
@@ -165,6 +185,88 @@ def point_components(
     return weights, means.copy(), np.array(cov)
 
 
+@dataclass(frozen=True)
+class InitPlan:
+    """What an initialisation still needs after its client-side work.
+
+    Either ``params`` (weights, means, covariances) are final, or one full pass of
+    ``kernel(block, kernel_params)`` over the data gives the statistics that
+    :meth:`finish` turns into them. Plans of several initialisations (restarts, the
+    candidates of a model sweep) can share that pass.
+    """
+
+    covariance_type: str
+    reg_covar: float
+    params: tuple | None = None
+    kernel: Callable | None = None
+    kernel_params: object = None
+    name: str = ""
+    shifts: np.ndarray | None = None
+
+    def finish(self, stats: dict | None = None) -> tuple:
+        """Weights, means and covariances (from the pass's ``stats`` if it needed one)."""
+        if self.kernel is None:
+            assert self.params is not None
+            return self.params
+        assert stats is not None and self.shifts is not None
+        return K.m_step(stats, self.shifts, self.reg_covar, self.covariance_type)
+
+
+def plan_initial(
+    method: str,
+    sample: Sample,
+    *,
+    n_components: int,
+    covariance_type: str,
+    reg_covar: float,
+    rng: np.random.RandomState,
+) -> InitPlan:
+    """The client-side part of the initialisation ``method`` (see :class:`InitPlan`).
+
+    Parameters
+    ----------
+    method : {'kmeans', 'k-means++', 'random', 'random_from_data'}
+    sample : Sample
+    n_components, covariance_type, reg_covar : as the estimator
+    rng : RandomState
+        Client-side randomness (seeding, per-block seeds of the random pass).
+    """
+    rows = sample.rows
+    w = sample.weights
+    center = np.average(rows, axis=0, weights=w)
+    centred = rows - center
+    plan = InitPlan(covariance_type, reg_covar)
+    if method in ("k-means++", "kmeans"):
+        seeds = centred[kmeans_plusplus(centred, n_components, rng, w)]
+        if method == "k-means++":
+            return replace(
+                plan,
+                params=point_components(seeds + center, covariance_type, reg_covar),
+            )
+        centers = lloyd(centred, seeds, weights=w) + center
+        return replace(
+            plan,
+            kernel=K.hard_assign_block,
+            kernel_params=(centers, covariance_type),
+            name="init-kmeans",
+            shifts=centers,
+        )
+    if method == "random_from_data":
+        p = None if w is None else w / w.sum()
+        idx = rng.choice(rows.shape[0], size=n_components, replace=False, p=p)
+        return replace(
+            plan, params=point_components(rows[idx], covariance_type, reg_covar)
+        )
+    seed = int(rng.randint(np.iinfo(np.int32).max))
+    return replace(
+        plan,
+        kernel=K.random_resp_block,
+        kernel_params=(seed, n_components, center, covariance_type),
+        name="init-random",
+        shifts=np.broadcast_to(center, (n_components, center.size)),
+    )
+
+
 def initial_parameters(
     method: str,
     sample: Sample,
@@ -175,40 +277,36 @@ def initial_parameters(
     rng: np.random.RandomState,
     full_pass: Callable[[Callable, object, str], dict],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Initial weights, means and covariances by ``method``.
+    """Initial weights, means and covariances by ``method``, one at a time.
 
-    Parameters
-    ----------
-    method : {'kmeans', 'k-means++', 'random', 'random_from_data'}
-    sample : Sample
-    n_components, covariance_type, reg_covar : as the estimator
-    rng : RandomState
-        Client-side randomness (seeding, per-block seeds of the random pass).
-    full_pass : callable
-        ``full_pass(kernel, params, name)`` runs a tree-reduced pass over all rows.
+    ``full_pass(kernel, params, name)`` runs a tree-reduced pass over all rows; the
+    other arguments are those of :func:`plan_initial`.
     """
-    rows = sample.rows
-    w = sample.weights
-    center = np.average(rows, axis=0, weights=w)
-    centred = rows - center
-    if method in ("k-means++", "kmeans"):
-        seeds = centred[kmeans_plusplus(centred, n_components, rng, w)]
-        if method == "k-means++":
-            return point_components(seeds + center, covariance_type, reg_covar)
-        centers = lloyd(centred, seeds, weights=w) + center
-        stats = full_pass(
-            K.hard_assign_block, (centers, covariance_type), "init-kmeans"
-        )
-        return K.m_step(stats, centers, reg_covar, covariance_type)
-    if method == "random_from_data":
-        p = None if w is None else w / w.sum()
-        idx = rng.choice(rows.shape[0], size=n_components, replace=False, p=p)
-        return point_components(rows[idx], covariance_type, reg_covar)
-    seed = int(rng.randint(np.iinfo(np.int32).max))
-    stats = full_pass(
-        K.random_resp_block,
-        (seed, n_components, center, covariance_type),
-        "init-random",
+    plan = plan_initial(
+        method,
+        sample,
+        n_components=n_components,
+        covariance_type=covariance_type,
+        reg_covar=reg_covar,
+        rng=rng,
     )
-    shifts = np.broadcast_to(center, (n_components, center.size))
-    return K.m_step(stats, shifts, reg_covar, covariance_type)
+    if plan.kernel is None:
+        return plan.finish()
+    return plan.finish(full_pass(plan.kernel, plan.kernel_params, plan.name))
+
+
+def run_plans(passes: object, plans: list[InitPlan]) -> list[tuple]:
+    """Finish initialisation plans; those needing a pass share one (``passes``)."""
+    pending = [i for i, plan in enumerate(plans) if plan.kernel is not None]
+    stats: dict[int, dict] = {}
+    if pending:
+        names = {plans[i].name for i in pending}
+        results = passes.run_many(
+            [
+                (plans[i].kernel, plans[i].kernel_params, K.combine_stats)
+                for i in pending
+            ],
+            names.pop() if len(names) == 1 else "init",
+        )
+        stats = dict(zip(pending, results, strict=True))
+    return [plan.finish(stats.get(i)) for i, plan in enumerate(plans)]

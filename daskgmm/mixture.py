@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import logging
 import math
@@ -21,8 +20,23 @@ from dask._task_spec import DataNode
 from threadpoolctl import threadpool_limits
 
 from daskgmm import _kernels as K
-from daskgmm._em import DataPasses, Parameters, RunResult, precision_parameters, run_em
-from daskgmm._init import INIT_METHODS, Sample, draw_sample, initial_parameters
+from daskgmm._em import (
+    DataPasses,
+    Parameters,
+    Run,
+    RunResult,
+    precision_parameters,
+    run_em_batched,
+)
+from daskgmm._init import (
+    INIT_METHODS,
+    InitPlan,
+    Sample,
+    draw_sample,
+    plan_initial,
+    run_plans,
+    sample_from_result,
+)
 from daskgmm._reduce import DEFAULT_SPLIT_EVERY, map_rows
 from daskgmm._validation import (
     Data,
@@ -324,43 +338,44 @@ class GaussianMixture:
         inits: dict,
         callback: Callable | None = None,
     ) -> RunResult:
+        """The ``n_init`` restarts, batched: every pass advances all of them.
+
+        The restarts draw their initialisations from the random state in the same
+        order as one after another would, and each run is the same as alone, so the
+        result equals scikit-learn's sequential restarts with the same seeds.
+        """
         do_init = not (self.warm_start and hasattr(self, "converged_"))
-        n_init = self.n_init if do_init else 1
-        rng = check_random_state(self.random_state)
-        sample: Sample | None = None
+        if do_init:
+            rng = check_random_state(self.random_state)
+            sample = None
+            if any(v is None for v in inits.values()):
+                sample = self._draw_sample(passes, data, rng)
+            plans = [self._plan(sample, rng) for _ in range(self.n_init)]
+            starts = [
+                self._with_inits(params, inits) for params in run_plans(passes, plans)
+            ]
+            runs = [self._new_run(start, -np.inf, i) for i, start in enumerate(starts)]
+        else:
+            runs = [self._new_run(self._current_parameters(), self.lower_bound_, 0)]
+        if self.max_iter == 0:
+            for run in runs:
+                run.lower_bound = -np.inf
+        run_em_batched(
+            passes,
+            runs,
+            verbose_interval=self.verbose_interval,
+            on_pass=self._check_n_samples,
+            on_iteration=callback,
+        )
         best: RunResult | None = None
-        for init in range(n_init):
-            logger.info("initialization %d", init)
-            if do_init:
-                if sample is None and any(v is None for v in inits.values()):
-                    sample = self._draw_sample(passes, data, rng)
-                start = self._initial_parameters(passes, sample, inits, rng)
-                lower_bound = -np.inf
-            else:
-                start = self._current_parameters()
-                lower_bound = self.lower_bound_
-            if self.max_iter == 0:
-                result = RunResult(start, False, 0, -np.inf, [])
-            else:
-                result = run_em(
-                    passes,
-                    start,
-                    covariance_type=self.covariance_type,
-                    tol=self.tol,
-                    reg_covar=self.reg_covar,
-                    max_iter=self.max_iter,
-                    lower_bound=lower_bound,
-                    verbose_interval=self.verbose_interval,
-                    on_pass=self._check_n_samples,
-                    on_iteration=None
-                    if callback is None
-                    else functools.partial(callback, init),
-                )
-                logger.info(
-                    "initialization %s; lower bound %.10g",
-                    "converged" if result.converged else "did not converge",
-                    result.lower_bound,
-                )
+        for i, run in enumerate(runs):
+            result = run.result()
+            logger.info(
+                "initialization %d %s; lower bound %.10g",
+                i,
+                "converged" if result.converged else "did not converge",
+                result.lower_bound,
+            )
             if best is None or result.lower_bound > best.lower_bound:
                 best = result
         assert best is not None
@@ -373,6 +388,18 @@ class GaussianMixture:
             )
         return best
 
+    def _new_run(self, start: Parameters, lower_bound: float, index: int) -> Run:
+        label = f"[init {index}] " if self.n_init > 1 else ""
+        return Run(
+            start,
+            self.covariance_type,
+            self.tol,
+            self.reg_covar,
+            self.max_iter,
+            lower_bound,
+            label,
+        )
+
     def _draw_sample(
         self, passes: DataPasses, data: Data, rng: np.random.RandomState
     ) -> Sample:
@@ -380,39 +407,25 @@ class GaussianMixture:
         seed = int(rng.randint(np.iinfo(np.int32).max))
         result = draw_sample(passes, seed, size, data.n_samples)
         self._check_n_samples(result["n"])
-        if result["n"] < 2:
-            raise ValueError(
-                f"Found array with {result['n']} sample(s) while a minimum of 2 is required"
-            )
-        logger.debug("initialisation sample of %d rows", result["rows"].shape[0])
-        weights = None if passes.weights is None else result["weights"]
-        return Sample(
-            np.asarray(result["rows"], dtype=np.float64), result["n"], weights
+        return sample_from_result(result, passes.weights is not None)
+
+    def _plan(self, sample: Sample | None, rng: np.random.RandomState) -> InitPlan:
+        """The initialisation of one restart (all ``*_init`` given: no sample)."""
+        if sample is None:
+            return InitPlan(self.covariance_type, self.reg_covar, params=(None,) * 3)
+        return plan_initial(
+            self.init_params,
+            sample,
+            n_components=self.n_components,
+            covariance_type=self.covariance_type,
+            reg_covar=self.reg_covar,
+            rng=rng,
         )
 
-    def _initial_parameters(
-        self,
-        passes: DataPasses,
-        sample: Sample | None,
-        inits: dict,
-        rng: np.random.RandomState,
-    ) -> Parameters:
+    def _with_inits(self, params: tuple, inits: dict) -> Parameters:
+        """Initial parameters with the user's ``*_init`` in place of the drawn ones."""
         ctype = self.covariance_type
-        weights = means = covariances = None
-        if sample is not None:
-
-            def full_pass(kernel: Any, params: Any, name: str) -> dict:
-                return passes.stats(kernel, params, name)
-
-            weights, means, covariances = initial_parameters(
-                self.init_params,
-                sample,
-                n_components=self.n_components,
-                covariance_type=ctype,
-                reg_covar=self.reg_covar,
-                rng=rng,
-                full_pass=full_pass,
-            )
+        weights, means, covariances = params
         if inits["weights"] is not None:
             weights = inits["weights"]
         if inits["means"] is not None:

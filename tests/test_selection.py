@@ -1,0 +1,246 @@
+"""Batched model selection and batched restarts (one pass advances every candidate)."""
+
+from __future__ import annotations
+
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from daskgmm import ConvergenceWarning, GaussianMixture, select_model
+from daskgmm._em import DataPasses, run_em
+from daskgmm._init import initial_parameters
+from daskgmm._validation import check_random_state
+from daskgmm.mixture import _numpy_to_dask
+
+
+def four_blobs(n_per: int = 800, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.RandomState(seed)
+    centers = np.array([[0.0, 0.0, 0.0], [8.0, 0.0, 1.0], [0.0, 8.0, -1.0], [8, 8, 8]])
+    scales = [0.5, 1.0, 0.8, 1.2]
+    X = np.vstack(
+        [rng.randn(n_per, 3) * s + c for c, s in zip(centers, scales, strict=True)]
+    )
+    y = np.repeat(np.arange(4), n_per)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def blobs() -> tuple[np.ndarray, np.ndarray]:
+    return four_blobs()
+
+
+def _quiet_select(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return select_model(*args, **kwargs)
+
+
+def _quiet_fit(X, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return GaussianMixture(**kwargs).fit(X)
+
+
+@pytest.mark.parametrize("criterion", ["bic", "aic"])
+def test_the_criterion_picks_the_true_number_of_components(blobs, criterion):
+    X, _ = blobs
+    sel = _quiet_select(
+        X, range(1, 8), ("full", "diag"), criterion=criterion, random_state=0
+    )
+    best = sel.table[sel.table["best"]]
+    assert len(best) == 1
+    assert int(best["n_components"].iloc[0]) == 4
+    assert sel.best_.n_components == 4
+    assert sel.table[criterion].min() == best[criterion].iloc[0]
+    # The best model is fitted and usable.
+    assert sel.best_.predict(X).shape == (X.shape[0],)
+
+
+def test_table_columns_and_order(blobs):
+    X, _ = blobs
+    sel = _quiet_select(X, [2, 3], ("diag", "spherical"), random_state=0)
+    assert list(sel.table.columns) == [
+        "n_components",
+        "covariance_type",
+        "n_parameters",
+        "lower_bound",
+        "log_likelihood",
+        "bic",
+        "aic",
+        "converged",
+        "n_iter",
+        "status",
+        "error",
+        "best",
+    ]
+    assert list(
+        zip(sel.table["covariance_type"], sel.table["n_components"], strict=True)
+    ) == [
+        ("diag", 2),
+        ("diag", 3),
+        ("spherical", 2),
+        ("spherical", 3),
+    ]
+    # n_parameters as scikit-learn counts them: d=3.
+    assert list(sel.table["n_parameters"]) == [13, 20, 9, 14]
+    assert set(sel.models_) == {
+        (2, "diag"),
+        (3, "diag"),
+        (2, "spherical"),
+        (3, "spherical"),
+    }
+
+
+@pytest.mark.parametrize("use_dask", [False, True])
+def test_batched_candidates_equal_sequential_fits(blobs, use_dask):
+    X, _ = blobs
+    data = da.from_array(X, chunks=(700, 3)) if use_dask else X
+    sel = _quiet_select(
+        data,
+        [1, 3, 4, 6],
+        ("full", "tied", "diag", "spherical"),
+        random_state=7,
+        max_iter=30,
+        n_init=2,
+    )
+    for row in sel.table.itertuples():
+        alone = _quiet_fit(
+            data,
+            n_components=row.n_components,
+            covariance_type=row.covariance_type,
+            random_state=7,
+            max_iter=30,
+            n_init=2,
+        )
+        assert_allclose(row.lower_bound, alone.lower_bound_, rtol=1e-10)
+        assert row.n_iter == alone.n_iter_
+        assert row.converged == alone.converged_
+        assert_allclose(row.bic, alone.bic(data), rtol=1e-10)
+        assert_allclose(row.aic, alone.aic(data), rtol=1e-10)
+        model = sel.models_[(row.n_components, row.covariance_type)]
+        assert_allclose(model.means_, alone.means_, rtol=1e-10, atol=1e-12)
+        assert_allclose(model.covariances_, alone.covariances_, rtol=1e-10, atol=1e-12)
+
+
+def test_a_sweep_reads_the_data_once_per_iteration(blobs):
+    X, _ = blobs
+    sel = _quiet_select(X, range(1, 7), ("full",), random_state=0, max_iter=50)
+    # One sampling pass, one k-means hard-assignment pass for all candidates, the
+    # EM passes of the slowest candidate, one scoring pass.
+    assert sel.n_passes == 3 + int(sel.table["n_iter"].max())
+
+
+def test_a_failing_candidate_is_reported_not_fatal():
+    rng = np.random.RandomState(0)
+    # Three distinct points repeated, plus a few spread ones: with reg_covar=0 six
+    # components collapse onto single points.
+    X = np.repeat(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), 50, axis=0)
+    X = np.vstack([X, rng.randn(30, 2) * 3])
+    sel = _quiet_select(X, [1, 2, 3, 6, 500], ("full",), random_state=0, reg_covar=0)
+    table = sel.table.set_index("n_components")
+    assert table.loc[6, "status"] == "failed"
+    assert "ill-defined empirical covariance" in table.loc[6, "error"]
+    assert np.isnan(table.loc[6, "bic"])
+    assert table.loc[500, "status"] == "failed"
+    assert "larger than the 180 rows" in table.loc[500, "error"]
+    assert (table.loc[[1, 2, 3], "status"] == "ok").all()
+    assert sel.best_.n_components in (1, 2, 3)
+    assert (6, "full") not in sel.models_
+
+
+def test_every_candidate_failing_is_an_error():
+    X = np.repeat(np.array([[0.0, 0.0], [1.0, 0.0]]), 20, axis=0)
+    with pytest.raises(ValueError, match="every candidate of the sweep failed"):
+        _quiet_select(X, [50, 60], ("full",), random_state=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_components=[]), "n_components is empty"),
+        (dict(n_components=[0, 1]), "integers >= 1"),
+        (dict(n_components=[2, 2]), "repeated"),
+        (dict(covariance_types=("full", "round")), "covariance_types has 'round'"),
+        (dict(covariance_types=()), "covariance_types is empty"),
+        (dict(criterion="mdl"), "criterion must be 'bic' or 'aic'"),
+        (dict(means_init=np.zeros((2, 3))), "select_model sets means_init"),
+        (dict(covariance_type="full"), "select_model sets covariance_type"),
+        (dict(tol=-1.0), "tol"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(blobs, kwargs, match):
+    X, _ = blobs
+    with pytest.raises(ValueError, match=match):
+        select_model(X, **{"n_components": [1, 2], **kwargs})
+
+
+def test_integer_weights_equal_repeated_rows(blobs):
+    X, _ = blobs
+    X = X[::8]
+    w = np.random.RandomState(3).randint(1, 4, size=X.shape[0])
+    kwargs = dict(n_components=[2, 4], covariance_types=("full",), random_state=0)
+    # Each candidate is given its initial means, so both runs start alike.
+    weighted = _quiet_select(X, sample_weight=w, init_params="k-means++", **kwargs)
+    for row in weighted.table.itertuples():
+        model = weighted.models_[(row.n_components, "full")]
+        alone = GaussianMixture(
+            row.n_components, random_state=0, init_params="k-means++"
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            alone.fit(X, sample_weight=w)
+        assert_allclose(model.means_, alone.means_, rtol=1e-10)
+        assert_allclose(row.bic, alone.bic(X, sample_weight=w), rtol=1e-10)
+
+
+def test_batched_restarts_equal_restarts_one_after_another():
+    """GaussianMixture(n_init=R): the same runs as R sequential initialisations."""
+    X = np.random.RandomState(5).standard_t(3, size=(3000, 2))  # no clear clusters
+    kwargs = dict(n_components=4, covariance_type="full", tol=1e-4, max_iter=40)
+    batched = _quiet_fit(X, n_init=4, random_state=11, init_params="kmeans", **kwargs)
+    # Sequential reference built from the library's pieces, one run at a time.
+    passes = DataPasses(_numpy_to_dask(X), 16)
+    rng = check_random_state(11)
+    probe = GaussianMixture(random_state=11, **kwargs)
+    sample = probe._draw_sample(passes, probe_data(X), rng)
+    results = []
+    for _ in range(4):
+        weights, means, cov = initial_parameters(
+            "kmeans",
+            sample,
+            n_components=4,
+            covariance_type="full",
+            reg_covar=1e-6,
+            rng=rng,
+            full_pass=lambda kernel, params, name: passes.stats(kernel, params, name),
+        )
+        start = probe._with_inits(
+            (weights, means, cov), {"weights": None, "means": None, "precisions": None}
+        )
+        results.append(
+            run_em(
+                passes,
+                start,
+                covariance_type="full",
+                tol=1e-4,
+                reg_covar=1e-6,
+                max_iter=40,
+            )
+        )
+    best = max(results, key=lambda r: r.lower_bound)
+    assert (
+        len({r.n_iter for r in results} | {round(r.lower_bound, 9) for r in results})
+        >= 3
+    )
+    assert batched.lower_bound_ == best.lower_bound
+    assert batched.n_iter_ == best.n_iter
+    np.testing.assert_array_equal(batched.means_, best.params.means)
+
+
+def probe_data(X: np.ndarray):
+    from daskgmm._validation import check_input
+
+    return check_input(X, min_samples=2)
