@@ -244,3 +244,60 @@ def probe_data(X: np.ndarray):
     from daskgmm._validation import check_input
 
     return check_input(X, min_samples=2)
+
+
+###############################################################################
+# k-means comparison (soft versus hard clustering)
+
+
+def test_adjusted_rand_index_matches_scikit_learn():
+    from sklearn.metrics import adjusted_rand_score
+
+    from daskgmm.compare import adjusted_rand_index
+
+    rng = np.random.RandomState(0)
+    for _ in range(5):
+        a = rng.randint(0, 4, size=500)
+        b = np.where(rng.rand(500) < 0.7, a, rng.randint(0, 5, size=500))
+        table = np.zeros((4, 5))
+        np.add.at(table, (a, b), 1)
+        assert_allclose(
+            adjusted_rand_index(table), adjusted_rand_score(a, b), rtol=1e-12
+        )
+
+
+@pytest.mark.parametrize("use_dask", [False, True])
+def test_compare_with_kmeans_against_brute_force(use_dask):
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from daskgmm.compare import compare_with_kmeans
+
+    rng = np.random.RandomState(2)
+    # Two overlapping components and one apart: some rows are uncertain.
+    X = np.vstack(
+        [
+            rng.randn(1500, 2),
+            rng.randn(1500, 2) + np.array([2.0, 0.0]),
+            rng.randn(1000, 2) + 9,
+        ]
+    )
+    data = da.from_array(X, chunks=(900, 2)) if use_dask else X
+    gm = GaussianMixture(3, random_state=0).fit(data)
+    result = compare_with_kmeans(gm, data, random_state=0)
+    proba = np.asarray(gm.predict_proba(X))
+    assert_allclose(result["uncertain_share"], np.mean(proba.max(axis=1) < 0.9))
+    assert 0.05 < result["uncertain_share"] < 0.6
+    centers = np.asarray(result["kmeans_centers"])
+    km_labels = ((X[:, None, :] - centers) ** 2).sum(axis=2).argmin(axis=1)
+    gm_labels = proba.argmax(axis=1)
+    assert_allclose(
+        result["kmeans_adjusted_rand_index"],
+        adjusted_rand_score(gm_labels, km_labels),
+        rtol=1e-10,
+    )
+    assert np.asarray(result["contingency"]).sum() == X.shape[0]
+    assert result["kmeans_converged"]
+    reference = KMeans(3, n_init=10, random_state=0).fit(X)
+    assert_allclose(result["kmeans_inertia"], reference.inertia_, rtol=1e-3)
+    assert 0.5 < result["kmeans_agreement"] <= 1.0
