@@ -1,7 +1,8 @@
 """Job configuration: a pydantic schema per block, YAML read with ``yaml.safe_load``.
 
 A job file has five blocks — ``pipeline``, ``data``, ``model``, ``cluster``,
-``output`` — and unknown keys anywhere are errors. Validation errors come out as one
+``output`` — (plus ``select`` or ``segment`` for the pipelines that read them), and
+unknown keys anywhere are errors. Validation errors come out as one
 line per problem with the field path, e.g. ``model.n_components: Input should be
 greater than 0``.
 """
@@ -45,10 +46,16 @@ class SyntheticData(_Block):
 
 
 class DataConfig(_Block):
-    """Where the rows come from."""
+    """Where the rows come from.
 
-    source: Literal["synthetic", "zarr", "parquet", "npy", "image"]
+    ``source: sample_image`` names a photo shipped with scikit-image (``name:
+    coffee``), for demos that need no file or network; the ``segment_image``
+    pipeline reads it.
+    """
+
+    source: Literal["synthetic", "zarr", "parquet", "npy", "image", "sample_image"]
     path: str | None = None
+    name: str | None = None
     array: str | None = None
     columns: list[str] | None = None
     id_columns: list[str] = Field(default_factory=list)
@@ -61,8 +68,15 @@ class DataConfig(_Block):
 
     @model_validator(mode="after")
     def _path_when_needed(self) -> DataConfig:
-        if self.source != "synthetic" and not self.path:
+        if self.source == "sample_image":
+            if not self.name or self.path:
+                raise ValueError(
+                    "source 'sample_image' takes a name (e.g. name: coffee), no path"
+                )
+        elif self.source != "synthetic" and not self.path:
             raise ValueError(f"a path is needed for source '{self.source}'")
+        if self.name and self.source != "sample_image":
+            raise ValueError("name is for source 'sample_image' only")
         if self.id_columns and self.source != "parquet":
             raise ValueError("id_columns are only read from Parquet sources")
         if self.filters and self.source != "parquet":
@@ -153,6 +167,8 @@ class OutputConfig(_Block):
     format: Literal["zarr", "parquet"] = "zarr"
     overwrite: bool = False
     checkpoint: bool = False
+    # With report: also run k-means on every row and compare (soft vs hard).
+    kmeans_comparison: bool = True
 
 
 class SelectConfig(_Block):
@@ -172,6 +188,43 @@ class SelectConfig(_Block):
         return value
 
 
+class SegmentConfig(_Block):
+    """How the pixels of an image are segmented (``pipeline: segment_image``).
+
+    See :class:`daskgmm.segment.PixelFeatures` for the meaning of each feature set.
+    """
+
+    features: Literal["rgb", "lab", "rgb+xy", "lab+xy"] = "rgb"
+    xy_weight: float = Field(1.0, gt=0)
+    channels: list[int] | None = None
+    scale: Literal["dtype", "range"] = "dtype"
+    nodata: float | None = None
+    mask: str | None = None
+    fit_fraction: float = Field(1.0, gt=0, le=1)
+    preview_size: int = Field(2000, ge=16)
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_list(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (
+            not value or min(value) < 0 or len(set(value)) != len(value)
+        ):
+            raise ValueError("a non-empty list of distinct channel indices >= 0")
+        return value
+
+
+# Output and data options the segment_image pipeline does not use, with the reason.
+_NOT_FOR_SEGMENT = {
+    ("output", "format"): "labels are written as a (height, width) Zarr image",
+    ("output", "log_densities"): "not written for images",
+    ("output", "report"): "the pipeline writes preview.png, uncertainty.png and "
+    "summary.json instead",
+    ("output", "checkpoint"): "segment_image jobs are not checkpointed",
+    ("data", "sample_fraction"): "use segment.fit_fraction",
+    ("data", "rows_per_chunk"): "images are read in strips of whole rows",
+}
+
+
 class JobConfig(_Block):
     """A whole job."""
 
@@ -181,6 +234,7 @@ class JobConfig(_Block):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     output: OutputConfig
     select: SelectConfig | None = None
+    segment: SegmentConfig | None = None
 
     @model_validator(mode="after")
     def _select_block(self) -> JobConfig:
@@ -189,7 +243,33 @@ class JobConfig(_Block):
         return self
 
     @model_validator(mode="after")
+    def _segment_block(self) -> JobConfig:
+        if self.pipeline != "segment_image":
+            if self.segment is not None:
+                raise ValueError("the segment block is for pipeline: segment_image")
+            if self.data.source == "sample_image":
+                raise ValueError(
+                    "data.source sample_image is read by pipeline: segment_image only"
+                )
+            return self
+        if self.data.source not in ("image", "sample_image"):
+            raise ValueError(
+                "pipeline segment_image reads an image: data.source image (with a "
+                "path) or sample_image (with a name)"
+            )
+        for (block, key), why in _NOT_FOR_SEGMENT.items():
+            part = getattr(self, block)
+            if getattr(part, key) != type(part).model_fields[key].default:
+                raise ValueError(f"{block}.{key} is not used by segment_image: {why}")
+        return self
+
+    @model_validator(mode="after")
     def _checkpoint_supported(self) -> JobConfig:
+        if self.output.checkpoint and self.pipeline == "select_model":
+            raise ValueError(
+                "output.checkpoint is for pipeline: cluster (a sweep is not "
+                "checkpointed; it costs about one fit)"
+            )
         if self.output.checkpoint and self.model.n_init > 1:
             raise ValueError(
                 "output.checkpoint works with model.n_init: 1 (restarts are not "
@@ -304,6 +384,9 @@ def resolve_paths(config: JobConfig, base: Path) -> JobConfig:
             }
         )
     cluster = config.cluster.model_copy(update=cluster_updates)
-    return config.model_copy(
-        update={"data": data, "output": output, "cluster": cluster}
-    )
+    updates: dict[str, Any] = {"data": data, "output": output, "cluster": cluster}
+    if config.segment is not None and config.segment.mask is not None:
+        updates["segment"] = config.segment.model_copy(
+            update={"mask": _resolve(config.segment.mask, base)}
+        )
+    return config.model_copy(update=updates)

@@ -311,6 +311,24 @@ def fit_metrics(
     }
 
 
+def kmeans_comparison(
+    model: Any, X: da.Array, cfg: OutputConfig, seed: int | None
+) -> dict | None:
+    """k-means on every row compared with the model (soft vs hard clustering), when
+    the job writes a report with ``output.kmeans_comparison``; else None."""
+    if not (cfg.report and cfg.kmeans_comparison):
+        return None
+    from daskgmm.compare import compare_with_kmeans
+
+    comparison = compare_with_kmeans(model, X, random_state=seed)
+    logger.info(
+        "k-means comparison: adjusted Rand index %.4f, %.1f%% of rows uncertain",
+        comparison["kmeans_adjusted_rand_index"],
+        100 * comparison["uncertain_share"],
+    )
+    return comparison
+
+
 class Timer:
     """Wall-clock seconds of a block: ``with Timer() as t: ...; t.seconds``."""
 

@@ -798,6 +798,9 @@ def write_report(
     feature_names: Sequence[str] | None = None,
     kmeans_labels: Any = None,
     overwrite: bool = False,
+    selection: Any = None,
+    criterion: str = "bic",
+    comparison: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """Write the plots, metrics and Markdown page of a fit into ``out_dir``, atomically.
 
@@ -820,6 +823,15 @@ def write_report(
         of rows where it agrees with the mixture once labels are matched.
     overwrite : bool, default=False
         Replace an existing ``out_dir``; otherwise raise ``FileExistsError``.
+    selection : pandas.DataFrame, optional
+        The table of a model sweep (:func:`daskgmm.select_model`): adds
+        ``selection.png`` (BIC and AIC against the number of components, a line
+        per covariance type) and the table to the page.
+    criterion : {'bic', 'aic'}, default='bic'
+        The criterion the sweep chose by (marked in the plot).
+    comparison : mapping, optional
+        The result of :func:`daskgmm.compare.compare_with_kmeans` on all rows:
+        adds a section on soft versus hard clustering.
 
     Returns
     -------
@@ -854,7 +866,131 @@ def write_report(
         with open(os.path.join(tmp, FILES["metrics"]), "w", encoding="utf-8") as f:
             json.dump(merged, f, indent=2, allow_nan=False)
             f.write("\n")
+        text = _report_markdown(merged)
+        written = dict(FILES)
+        if selection is not None:
+            plot_selection(selection, criterion, os.path.join(tmp, SELECTION_FILE))
+            text += _selection_markdown(selection, criterion)
+            written["selection"] = SELECTION_FILE
+        if comparison is not None:
+            text += _comparison_markdown(comparison)
         with open(os.path.join(tmp, FILES["report"]), "w", encoding="utf-8") as f:
-            f.write(_report_markdown(merged))
+            f.write(text)
     logger.info("fit report written to %s", final)
-    return {key: os.path.join(final, name) for key, name in FILES.items()}
+    return {key: os.path.join(final, name) for key, name in written.items()}
+
+
+###############################################################################
+# Model selection and the k-means comparison
+
+SELECTION_FILE = "selection.png"
+_SELECTION_SHOWN = (
+    "n_components",
+    "covariance_type",
+    "bic",
+    "aic",
+    "lower_bound",
+    "n_iter",
+    "converged",
+    "status",
+)
+
+
+def plot_selection(table: Any, criterion: str, path: str) -> None:
+    """BIC and AIC against the number of components, one line per covariance type.
+
+    Failed candidates are left out (gaps in their lines); the chosen model is
+    circled on the panel of ``criterion``.
+    """
+    fig = _new_figure(10.0, 4.2)
+    axes = fig.subplots(1, 2)
+    ok = table[table["status"] == "ok"]
+    types = list(dict.fromkeys(table["covariance_type"]))
+    colors = _component_colors(len(types))
+    for ax, name in zip(axes, ("bic", "aic"), strict=True):
+        for ctype, color in zip(types, colors, strict=True):
+            part = ok[ok["covariance_type"] == ctype].sort_values("n_components")
+            ax.plot(
+                part["n_components"],
+                part[name],
+                marker="o",
+                ms=4,
+                color=color,
+                label=ctype,
+            )
+        best = table[table["best"]]
+        if name == criterion and len(best):
+            ax.plot(
+                best["n_components"],
+                best[name],
+                marker="o",
+                ms=14,
+                mfc="none",
+                mec="black",
+                mew=1.5,
+                ls="none",
+                label="chosen",
+            )
+        ax.set_xlabel("number of components")
+        ax.set_ylabel(f"{name.upper()} (lower is better)")
+        ax.set_title(name.upper() + (" (criterion)" if name == criterion else ""))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ks = sorted({int(k) for k in table["n_components"]})
+        if len(ks) <= 20:
+            ax.set_xticks(ks)
+    _save(fig, path)
+
+
+def _selection_markdown(table: Any, criterion: str) -> str:
+    shown = [c for c in _SELECTION_SHOWN if c in table.columns]
+    best = table[table["best"]].iloc[0]
+    lines = [
+        "## Model selection",
+        "",
+        f"Chosen by {criterion.upper()}: {int(best['n_components'])} components, "
+        f"`{best['covariance_type']}` covariances "
+        f"([{SELECTION_FILE}]({SELECTION_FILE})).",
+        "",
+        f"![BIC and AIC against the number of components]({SELECTION_FILE})",
+        "",
+        "| " + " | ".join(shown) + " | error |",
+        "|" + "---|" * (len(shown) + 1),
+    ]
+    for row in table.to_dict("records"):
+        cells = [_cell(json_safe(row[c], "selection")) for c in shown]
+        cells.append(_cell(row.get("error") or ""))
+        if row["best"]:
+            cells[0] = f"**{cells[0]} (chosen)**"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, ""]) + "\n"
+
+
+def _comparison_markdown(comparison: Mapping[str, Any]) -> str:
+    c = json_safe(dict(comparison), "comparison")
+    lines = [
+        "## Soft versus hard clustering (k-means on every row)",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        "| adjusted Rand index, mixture labels vs k-means labels | "
+        f"{_cell(c.get('kmeans_adjusted_rand_index'))} |",
+        "| rows with the same label once labels are matched | "
+        f"{_cell(c.get('kmeans_agreement'))} |",
+        "| rows whose mixture assignment is uncertain (max responsibility < "
+        f"{_cell(c.get('uncertain_below'))}) | {_cell(c.get('uncertain_share'))} |",
+        f"| k-means iterations (converged) | {_cell(c.get('kmeans_iterations'))} "
+        f"({_cell(c.get('kmeans_converged'))}) |",
+        f"| k-means inertia | {_cell(c.get('kmeans_inertia'))} |",
+        "",
+        "Rows: mixture components; columns: k-means clusters (row counts).",
+        "",
+    ]
+    table = c.get("contingency") or []
+    if table:
+        k_km = len(table[0])
+        lines.append("| component | " + " | ".join(f"k{j}" for j in range(k_km)) + " |")
+        lines.append("|" + "---|" * (k_km + 1))
+        for i, row in enumerate(table):
+            lines.append(f"| {i} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join([*lines, ""]) + "\n"

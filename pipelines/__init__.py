@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipelines import cluster
+from pipelines import cluster, select_model
 
 
 def _not_yet(name: str) -> Callable[..., dict]:
@@ -26,5 +26,5 @@ def _not_yet(name: str) -> Callable[..., dict]:
 PIPELINES: dict[str, Callable[..., dict]] = {
     "cluster": cluster.run,
     "segment_image": _not_yet("segment_image"),
-    "select_model": _not_yet("select_model"),
+    "select_model": select_model.run,
 }

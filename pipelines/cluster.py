@@ -21,6 +21,7 @@ from daskgmm.jobs import (
     connect,
     fit_metrics,
     fit_rows,
+    kmeans_comparison,
     model_params,
     open_data,
     sample_rows,
@@ -74,6 +75,9 @@ def run(
         if out.model:
             model.save(os.path.join(tmp, "model"))
             paths["model"] = os.path.join(out.directory, "model")
+        comparison = kmeans_comparison(model, data.X, out, config.model.random_state)
+        if comparison is not None:
+            metrics["kmeans"] = comparison
         write_json(os.path.join(tmp, "metrics.json"), metrics)
         if out.report:
             from daskgmm.report import write_report
@@ -83,8 +87,9 @@ def run(
                 model,
                 sample,
                 os.path.join(tmp, "report"),
-                metrics=metrics,
+                metrics={k: v for k, v in metrics.items() if k != "kmeans"},
                 feature_names=data.feature_names,
+                comparison=comparison,
             )
             paths["report"] = os.path.join(tmp, "report", "report.md")
     if checkpoint is not None:

@@ -335,19 +335,6 @@ def test_every_example_config_validates(path):
     assert result.stdout.startswith(f"{path}: valid ")
 
 
-def test_select_pipeline_is_reported_as_not_available_yet(tmp_path):
-    result = daskgmm_cmd(
-        "run",
-        str(REPO / "configs" / "sweep.yaml"),
-        "--set",
-        f"output.directory={tmp_path / 'out'}",
-        "--quiet",
-    )
-    assert result.returncode == 1
-    assert "pipeline 'select_model' is not available in this version" in result.stderr
-    assert not (tmp_path / "out").exists()
-
-
 def test_parquet_job_with_a_weight_column(tmp_path):
     import pandas as pd
 

@@ -301,3 +301,71 @@ def test_compare_with_kmeans_against_brute_force(use_dask):
     reference = KMeans(3, n_init=10, random_state=0).fit(X)
     assert_allclose(result["kmeans_inertia"], reference.inertia_, rtol=1e-3)
     assert 0.5 < result["kmeans_agreement"] <= 1.0
+
+
+###############################################################################
+# The select_model job
+
+
+def test_sweep_config_runs_and_writes_the_table_and_report(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from tests.test_cli import REPO, daskgmm_cmd
+
+    out = tmp_path / "out"
+    result = daskgmm_cmd(
+        "run",
+        str(REPO / "configs" / "sweep.yaml"),
+        "--set",
+        "data.synthetic.n_samples=20000",
+        "--set",
+        "select.n_components=[1,2,3,4,5,6]",
+        "--set",
+        f"output.directory={out}",
+        "--set",
+        "cluster.n_workers=1",
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out / "selection.csv")
+    assert len(table) == 12  # 6 K x (full, diag)
+    best = table[table["best"]]
+    assert list(best["n_components"]) == [4]  # the synthetic data has 4 components
+    assert best["bic"].iloc[0] == table["bic"].min()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_components"] == 4
+    assert metrics["selection"]["candidates"] == 12
+    assert metrics["selection"]["passes"] == 3 + table["n_iter"].max()
+    assert len(metrics["candidates"]) == 12
+    assert 0.9 < metrics["kmeans"]["kmeans_adjusted_rand_index"] <= 1.0
+    assert 0.0 <= metrics["kmeans"]["uncertain_share"] < 0.1
+    report = (out / "report" / "report.md").read_text()
+    assert "## Model selection" in report and "selection.png" in report
+    assert "## Soft versus hard clustering" in report
+    assert (out / "report" / "selection.png").stat().st_size > 10_000
+    model = json.loads((out / "model" / "model.json").read_text())
+    assert model["params"]["n_components"] == 4
+
+
+def test_sweep_refuses_initial_parameters_and_resume(tmp_path):
+    from tests.test_cli import REPO, daskgmm_cmd
+
+    out = tmp_path / "out"
+    base = [
+        "run",
+        str(REPO / "configs" / "sweep.yaml"),
+        "--set",
+        "data.synthetic.n_samples=2000",
+        "--set",
+        f"output.directory={out}",
+        "--quiet",
+    ]
+    result = daskgmm_cmd(*base, "--set", "model.weights_init=[0.5,0.5]")
+    assert result.returncode == 1
+    assert "model.weights_init is not used by select_model" in result.stderr
+    result = daskgmm_cmd(*base, "--resume")
+    assert result.returncode == 1
+    assert "--resume is for checkpointed cluster jobs" in result.stderr
+    assert not out.exists()
