@@ -6,6 +6,7 @@ import functools
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from daskgmm import _kernels as K
 from daskgmm._reduce import block_sources, tree_reduce
+from daskgmm.exceptions import ComponentReseededWarning
 
 logger = logging.getLogger("daskgmm")
 
@@ -93,7 +95,12 @@ class DataPasses:
             weights=self.weights,
             weight_sources=self.weight_sources,
         )
-        (result,) = dask.compute(graph)
+        try:
+            (result,) = dask.compute(graph)
+        except Exception as exc:
+            if type(exc).__name__ != "KilledWorker":
+                raise
+            raise RuntimeError(killed_worker_message(exc, name)) from exc
         self.n_passes += 1
         if check:
             self.check_finite(result)
@@ -144,6 +151,18 @@ class DataPasses:
         else:
             where = f" (first in row block {block}, row {row} of the block)"
         K.raise_non_finite(result["n_bad"], self.name, where)
+
+
+def killed_worker_message(exc: BaseException, name: str) -> str:
+    """One line explaining distributed's ``KilledWorker`` (a task that kept dying)."""
+    task = getattr(exc, "task", None)
+    task = task[0] if isinstance(task, tuple) else task
+    return (
+        f"a task of the {name} pass ({task or 'unknown'}) killed every worker that "
+        "ran it (distributed's KilledWorker, after its allowed-failures retries): "
+        "most often a worker running out of memory; give the workers more memory "
+        "(cluster.memory_limit) or read smaller blocks (data.rows_per_chunk)"
+    )
 
 
 def precision_parameters(
@@ -201,6 +220,9 @@ class Run:
     n_iter: int = 0
     converged: bool = False
     error: str | None = None
+    reseed_rows: np.ndarray | None = None
+    n_reseeded: int = 0
+    warned_dead: bool = False
 
     @property
     def active(self) -> bool:
@@ -221,6 +243,34 @@ class Run:
         weights, means, covariances = K.m_step(
             stats, self.params.means, self.reg_covar, self.covariance_type
         )
+        dead = dead_components(stats)
+        if dead.size and self.reseed_rows is None and not self.warned_dead:
+            self.warned_dead = True
+            warnings.warn(
+                f"{self.label}component(s) {', '.join(map(str, dead))} lost all their "
+                f"rows at iteration {self.n_iter + 1} and are kept with weight ~0 "
+                "(no initialisation sample to re-seed them from: every *_init was "
+                "given); try fewer components or other initial parameters",
+                ComponentReseededWarning,
+                stacklevel=2,
+            )
+        if dead.size and self.reseed_rows is not None:
+            weights, means, covariances = reseed(
+                (weights, means, covariances),
+                dead,
+                self.reseed_rows,
+                self.params,
+                self.covariance_type,
+            )
+            self.n_reseeded += dead.size
+            warnings.warn(
+                f"{self.label}component(s) {', '.join(map(str, dead))} lost all their "
+                f"rows at iteration {self.n_iter + 1}; re-seeded at the sample rows "
+                "the mixture explains worst (fewer clusters in the data than "
+                "components?)",
+                ComponentReseededWarning,
+                stacklevel=2,
+            )
         params = precision_parameters(weights, means, covariances, self.covariance_type)
         # The weighted mean log-likelihood (w = number of rows when unweighted).
         prev, lower_bound = self.lower_bound, stats["loglik"] / stats["w"]
@@ -231,6 +281,59 @@ class Run:
         change = lower_bound - prev
         self.converged = bool(abs(change) < self.tol)
         return change
+
+
+# A component whose responsibilities sum to less than this share of one average row
+# has lost all its rows.
+DEAD_SHARE = 1e-6
+
+
+def dead_components(stats: dict) -> np.ndarray:
+    """Indices of the components with (next to) no responsibility in ``stats``."""
+    if not stats["n"]:
+        return np.array([], dtype=int)
+    per_row = stats["w"] / stats["n"]
+    return np.flatnonzero(stats["nk"] < DEAD_SHARE * per_row)
+
+
+def _best_log_prob(rows: np.ndarray, kp: K.KernelParams) -> np.ndarray:
+    """``max_k log π_k N(x | μ_k, Σ_k)`` per row (-inf where nothing is finite)."""
+    out = np.empty(rows.shape[0])
+    step = K.subblock_rows(kp.n_components, rows.shape[1])
+    for start in range(0, rows.shape[0], step):
+        x0 = rows[start : start + step] - kp.center
+        best = K._weighted_log_prob(x0, kp).max(axis=1)
+        out[start : start + step] = np.where(np.isnan(best), -np.inf, best)
+    return out
+
+
+def reseed(
+    params: tuple[np.ndarray, np.ndarray, np.ndarray],
+    dead: np.ndarray,
+    rows: np.ndarray,
+    previous: Parameters,
+    covariance_type: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Move the ``dead`` components to the sample ``rows`` worst explained.
+
+    The rows are ranked by their log-density under the ``previous`` parameters (the
+    ones the E-step used); each dead component takes the next worst row as its mean,
+    the weighted average covariance of the live components, and the weight of one
+    sample row; the weights are then renormalised. Deterministic.
+    """
+    weights, means, cov = (np.array(a, dtype=np.float64) for a in params)
+    kp = K.prepare(
+        previous.weights, previous.means, previous.precisions_cholesky, covariance_type
+    )
+    order = np.argsort(_best_log_prob(rows, kp), kind="stable")
+    live = np.setdiff1d(np.arange(weights.size), dead)
+    share = weights[live] / weights[live].sum() if live.size else None
+    for i, k in enumerate(dead):
+        means[k] = rows[order[i % order.size]]
+        if covariance_type != "tied" and share is not None:
+            cov[k] = np.tensordot(share, cov[live], axes=1)
+        weights[k] = 1.0 / rows.shape[0]
+    return weights / weights.sum(), means, cov
 
 
 def run_em_batched(

@@ -258,12 +258,16 @@ def plan_initial(
             plan, params=point_components(rows[idx], covariance_type, reg_covar)
         )
     seed = int(rng.randint(np.iinfo(np.int32).max))
+    # Shift by a real row near the mean, not the mean itself: far from the origin
+    # (1e150 + noise rounds every row to one value) a mean one ulp off every row
+    # would make the shifted second moments cancel catastrophically.
+    pivot = rows[int(np.argmin((centred**2).sum(axis=1)))]
     return replace(
         plan,
         kernel=K.random_resp_block,
-        kernel_params=(seed, n_components, center, covariance_type),
+        kernel_params=(seed, n_components, pivot, covariance_type),
         name="init-random",
-        shifts=np.broadcast_to(center, (n_components, center.size)),
+        shifts=np.broadcast_to(pivot, (n_components, pivot.size)),
     )
 
 

@@ -16,3 +16,13 @@ class NotFittedError(ValueError, AttributeError):
 
     Subclasses ValueError and AttributeError, as scikit-learn's NotFittedError.
     """
+
+
+class ComponentReseededWarning(UserWarning):
+    """A component lost all its rows during EM and was re-seeded.
+
+    Its mean moves to the row of the initialisation sample that the mixture explains
+    worst, with the mixture's average covariance and a small weight; EM goes on
+    from there. Seen when the data have fewer clusters than components or a start
+    puts a component far from every row.
+    """

@@ -286,7 +286,15 @@ def _new_run(cand: _Candidate, params: Parameters, index: int) -> Run:
     m = cand.model
     label = f"[K={m.n_components} {m.covariance_type}"
     label += f" init {index}] " if m.n_init > 1 else "] "
-    return Run(params, m.covariance_type, m.tol, m.reg_covar, m.max_iter, label=label)
+    return Run(
+        params,
+        m.covariance_type,
+        m.tol,
+        m.reg_covar,
+        m.max_iter,
+        label=label,
+        reseed_rows=cand.sample.rows,
+    )
 
 
 def _draw_samples(

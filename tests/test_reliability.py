@@ -1,0 +1,237 @@
+"""Reliability: worker faults, degenerate data, and nothing unsafe read or run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+from daskgmm import ConvergenceWarning, GaussianMixture
+from daskgmm.exceptions import ComponentReseededWarning
+
+REPO = Path(__file__).resolve().parents[1]
+FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
+
+
+###############################################################################
+# Degenerate data: finite parameters or a clear error, never NaN
+
+
+def _degenerate_cases() -> dict[str, np.ndarray]:
+    rng = np.random.RandomState(0)
+    return {
+        "duplicated points": np.repeat(rng.randn(5, 2), 200, axis=0),
+        "constant feature": np.c_[rng.randn(1000, 2), np.full(1000, 3.0)],
+        "fewer distinct points than components": np.repeat(rng.randn(2, 2), 100, 0),
+        "float32 with tiny variance": (1000 + 1e-4 * rng.randn(1000, 2)).astype(
+            np.float32
+        ),
+        "huge values 1e150": rng.randn(1000, 2) * 1e150,
+        "rows at 1e150 (one value in float64)": rng.randn(1000, 2) + 1e150,
+        "tiny values 1e-150": rng.randn(1000, 2) * 1e-150,
+        "one far outlier": np.r_[rng.randn(999, 2), [[1e6, 1e6]]],
+    }
+
+
+@pytest.mark.parametrize("init", ["kmeans", "k-means++", "random", "random_from_data"])
+@pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("case", list(_degenerate_cases()))
+def test_degenerate_data_gives_finite_parameters(case, ctype, init):
+    X = _degenerate_cases()[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", ComponentReseededWarning)
+        gm = GaussianMixture(
+            3, covariance_type=ctype, init_params=init, random_state=0
+        ).fit(X)
+    for name in FITTED:
+        value = getattr(gm, name)
+        assert np.isfinite(value).all(), f"{name} has NaN or inf"
+    assert np.isfinite(gm.lower_bound_)
+    assert abs(gm.weights_.sum() - 1) < 1e-6
+    labels = gm.predict(X)
+    assert labels.min() >= 0 and labels.max() < 3
+    assert np.isfinite(gm.score_samples(X)).all()
+
+
+def test_no_variance_without_regularisation_is_a_clear_error():
+    X = np.repeat(np.random.RandomState(0).randn(2, 2), 100, axis=0)
+    with pytest.raises(
+        ValueError, match=r"ill-defined empirical covariance.*reg_covar"
+    ):
+        GaussianMixture(2, reg_covar=0.0, random_state=0).fit(X)
+
+
+def test_a_component_that_loses_all_its_rows_is_reseeded():
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.randn(500, 2), rng.randn(500, 2) + np.array([10.0, 0.0])])
+    X = np.vstack([X, rng.randn(300, 2) * 0.3 + [5.0, 8.0]])
+    # The third start is far from every row: its responsibilities are all 0.
+    means = np.array([[0.0, 0.0], [10.0, 0.0], [1e3, 1e3]])
+    with pytest.warns(ComponentReseededWarning, match=r"component\(s\) 2 lost all"):
+        gm = GaussianMixture(3, means_init=means, random_state=0, max_iter=200).fit(X)
+    assert np.isfinite(gm.means_).all()
+    # Re-seeded at the worst explained rows, it finds the third cluster.
+    found = sorted(gm.means_.round().tolist())
+    assert found == [[0.0, 0.0], [5.0, 8.0], [10.0, 0.0]]
+    assert gm.weights_.min() > 0.2
+
+
+def test_a_dead_component_without_a_sample_is_kept_with_a_warning():
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.randn(500, 2), rng.randn(500, 2) + np.array([10.0, 0.0])])
+    means = np.array([[0.0, 0.0], [10.0, 0.0], [1e3, 1e3]])
+    with pytest.warns(ComponentReseededWarning, match="no initialisation sample"):
+        gm = GaussianMixture(
+            3,
+            means_init=means,
+            weights_init=np.full(3, 1 / 3),
+            precisions_init=np.stack([np.eye(2)] * 3),
+        ).fit(X)
+    assert np.isfinite(gm.means_).all()
+    assert gm.weights_[2] < 1e-10
+
+
+###############################################################################
+# Worker faults on a process-based cluster
+
+
+@pytest.fixture(scope="module")
+def process_cluster():
+    from distributed import Client, LocalCluster
+
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _worker_pids(client) -> dict:
+    return client.run(os.getpid)
+
+
+def test_a_worker_killed_mid_iteration_gives_the_same_model_bitwise(process_cluster):
+    client = process_cluster
+    from daskgmm.datasets import make_gmm
+
+    # Generated inside the graph: a lost block is recomputed from its seed.
+    data, _, _ = make_gmm(1_179_648, 4, 4, chunks=65_536, separation=3.0)
+    kwargs = dict(random_state=0, tol=0, max_iter=6, persist=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        calm = GaussianMixture(4, **kwargs).fit(data)
+        before = _worker_pids(client)
+        victim = next(iter(before.values()))
+        killed = threading.Event()
+
+        def kill_soon(init, state):
+            if state.n_iter == 2 and not killed.is_set():
+                killed.set()
+                # Lands while the third pass runs.
+                threading.Timer(0.15, os.kill, (victim, signal.SIGKILL)).start()
+
+        hit = GaussianMixture(4, **kwargs).fit(data, iteration_callback=kill_soon)
+    assert killed.is_set()
+    client.wait_for_workers(2, timeout=60)
+    after = _worker_pids(client)
+    assert victim not in after.values()  # the worker really died and was replaced
+    for name in FITTED:
+        np.testing.assert_array_equal(getattr(hit, name), getattr(calm, name))
+    assert hit.lower_bounds_ == calm.lower_bounds_
+
+
+def _kill_on_block_3(block: np.ndarray, block_info=None) -> np.ndarray:
+    if block_info is not None and block_info[0]["chunk-location"][0] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return block
+
+
+def test_a_task_that_keeps_killing_workers_ends_with_one_clear_error(process_cluster):
+    X = da.from_array(np.random.RandomState(0).randn(8000, 2), chunks=(1000, 2))
+    poisoned = X.map_blocks(_kill_on_block_3, dtype=X.dtype)
+    tic = time.perf_counter()
+    with pytest.raises(RuntimeError, match="killed every worker that ran it") as err:
+        GaussianMixture(2, random_state=0, persist=False).fit(poisoned)
+    assert time.perf_counter() - tic < 120
+    message = str(err.value)
+    assert "\n" not in message
+    assert "KilledWorker" in message and "memory_limit" in message
+    process_cluster.wait_for_workers(2, timeout=60)
+
+
+###############################################################################
+# Security: nothing unpickled, no YAML tags, nothing imported by name
+
+
+def _package_sources() -> list[Path]:
+    return sorted((REPO / "daskgmm").rglob("*.py")) + sorted(
+        (REPO / "pipelines").rglob("*.py")
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"\bimport pickle\b",
+        r"\bpickle\.",
+        r"\bcloudpickle\b",
+        r"allow_pickle\s*=\s*True",
+        r"yaml\.load\(",
+        r"yaml\.unsafe_load",
+        r"\beval\(",
+        r"\bexec\(",
+        r"import_module\(",
+        r"__import__\(",
+    ],
+)
+def test_the_package_never_unpickles_evaluates_or_imports_by_name(pattern):
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in _package_sources()
+        if re.search(pattern, path.read_text())
+    ]
+    assert offenders == []
+
+
+def test_a_yaml_tag_that_would_run_code_is_refused(tmp_path):
+    from tests.test_cli import daskgmm_cmd
+
+    witness = tmp_path / "ran"
+    config = tmp_path / "evil.yaml"
+    config.write_text(
+        f"pipeline: !!python/object/apply:os.system ['touch {witness}']\n"
+        "data: {source: synthetic}\noutput: {directory: out}\n"
+    )
+    result = daskgmm_cmd("validate", str(config))
+    assert result.returncode == 2
+    assert "not valid YAML" in result.stderr
+    assert not witness.exists()
+
+
+def test_a_config_cannot_name_code_to_run(tmp_path):
+    from tests.test_cli import daskgmm_cmd
+
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        "pipeline: os.system\ndata: {source: synthetic}\noutput: {directory: out}\n"
+    )
+    result = daskgmm_cmd("validate", str(config))
+    assert result.returncode == 2
+    assert "pipeline: Input should be 'cluster'" in result.stderr
