@@ -1,7 +1,8 @@
 """Job configuration: a pydantic schema per block, YAML read with ``yaml.safe_load``.
 
 A job file has five blocks — ``pipeline``, ``data``, ``model``, ``cluster``,
-``output`` — (plus ``select`` or ``segment`` for the pipelines that read them), and
+``output`` — (plus ``select`` or ``segment`` for the pipelines that read them, and
+an optional ``features`` block: which columns, scaled how), and
 unknown keys anywhere are errors. Validation errors come out as one
 line per problem with the field path, e.g. ``model.n_components: Input should be
 greater than 0``.
@@ -18,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -171,6 +173,38 @@ class OutputConfig(_Block):
     kmeans_comparison: bool = True
 
 
+class FeaturesConfig(_Block):
+    """Which columns of the data are the features, and how they are preprocessed.
+
+    ``columns`` selects (and orders) Parquet columns; ``data.columns`` is accepted
+    as its older spelling, but not both. ``scale`` and ``log1p`` are the
+    ``GaussianMixture`` parameters of the same names: the model is fitted on the
+    scaled features and reported, saved and applied in the original units.
+    ``log1p`` lists columns by name (from ``columns``) or by index among the
+    features.
+    """
+
+    columns: list[str] | None = None
+    scale: Literal["none", "standard", "minmax"] = "none"
+    log1p: list[StrictInt | str] = Field(default_factory=list)
+
+    @field_validator("columns")
+    @classmethod
+    def _column_list(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError("a non-empty list of distinct column names")
+        return value
+
+    @field_validator("log1p")
+    @classmethod
+    def _log1p_list(cls, value: list[int | str]) -> list[int | str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a column is listed twice")
+        if any(isinstance(v, int) and v < 0 for v in value):
+            raise ValueError("column indices must be >= 0")
+        return value
+
+
 class SelectConfig(_Block):
     """Candidates of a model-selection sweep (``pipeline: select_model``)."""
 
@@ -233,8 +267,68 @@ class JobConfig(_Block):
     model: ModelConfig = Field(default_factory=ModelConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     output: OutputConfig
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     select: SelectConfig | None = None
     segment: SegmentConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _feature_columns(cls, raw: Any) -> Any:
+        """``features.columns`` is read by the data source as ``data.columns`` (its
+        older spelling, still accepted); giving both is an error."""
+        if not isinstance(raw, dict):
+            return raw
+        data, features = raw.get("data"), raw.get("features")
+        if not isinstance(data, dict) or not isinstance(features, dict):
+            return raw
+        if features.get("columns") is None:
+            return raw
+        if data.get("columns") is not None:
+            raise ValueError(
+                "give the feature columns once, in features.columns (data.columns "
+                "is its older spelling)"
+            )
+        return {**raw, "data": {**data, "columns": features["columns"]}}
+
+    @model_validator(mode="after")
+    def _features_block(self) -> JobConfig:
+        features, columns = self.features, self.data.columns
+        if features.columns is not None and self.data.source != "parquet":
+            raise ValueError(
+                f"features.columns selects Parquet columns; data.source "
+                f"{self.data.source} has no named columns"
+            )
+        names = [c for c in features.log1p if isinstance(c, str)]
+        if names and columns is None:
+            raise ValueError(
+                f"features.log1p names the columns {names}: list the feature columns "
+                "in features.columns, or give indices"
+            )
+        unknown = [c for c in names if c not in columns] if names else []
+        if unknown:
+            raise ValueError(
+                f"features.log1p names {unknown}, which are not in features.columns "
+                f"{columns}"
+            )
+        too_large = [
+            c for c in features.log1p if isinstance(c, int) and columns is not None
+        ]
+        too_large = [c for c in too_large if c >= len(columns)]
+        if too_large:
+            raise ValueError(
+                f"features.log1p column {too_large[0]} is out of range for the "
+                f"{len(columns)} feature columns"
+            )
+        types = [self.model.covariance_type]
+        if self.pipeline == "select_model":
+            types = (self.select or SelectConfig()).covariance_types
+        if features.scale != "none" and "spherical" in types:
+            raise ValueError(
+                f"features.scale {features.scale} cannot be used with covariance "
+                "type spherical: scaling the features by different factors makes "
+                "spherical components non-spherical; use diag, or features.scale: none"
+            )
+        return self
 
     @model_validator(mode="after")
     def _select_block(self) -> JobConfig:

@@ -342,9 +342,19 @@ class Timer:
 
 
 def model_params(config: JobConfig) -> dict:
-    """``GaussianMixture`` keyword arguments from the model block."""
+    """``GaussianMixture`` keyword arguments from the model and features blocks.
+
+    ``features.log1p`` column names become indices among the feature columns (the
+    data reaches the model as an unnamed array).
+    """
     params = config.model.model_dump()
     for name in ("weights_init", "means_init", "precisions_init"):
         if params[name] is not None:
             params[name] = np.asarray(params[name], dtype=np.float64)
+    features = config.features
+    columns = config.data.columns
+    params["scale"] = features.scale
+    params["log1p"] = [
+        columns.index(c) if isinstance(c, str) else c for c in features.log1p
+    ] or None
     return params

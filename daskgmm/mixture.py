@@ -6,11 +6,13 @@ import contextlib
 import inspect
 import logging
 import math
+import numbers
 import os
 import sys
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dask
@@ -20,6 +22,7 @@ from dask._task_spec import DataNode
 from threadpoolctl import threadpool_limits
 
 from daskgmm import _kernels as K
+from daskgmm import _preprocess as P
 from daskgmm._em import (
     DataPasses,
     Parameters,
@@ -36,6 +39,7 @@ from daskgmm._init import (
     plan_initial,
     run_plans,
     sample_from_result,
+    sample_rate,
 )
 from daskgmm._reduce import DEFAULT_SPLIT_EVERY, map_rows
 from daskgmm._validation import (
@@ -107,6 +111,15 @@ class GaussianMixture:
         data from its source.
     init_sample_size : int, default=50000
         Rows in the uniform sample the initialisation works on.
+    scale : {'none', 'standard', 'minmax'}, default='none'
+        Scale every feature before EM, with per-feature moments from one pass over
+        the data (weighted by ``sample_weight``): 'standard' subtracts the mean and
+        divides by the standard deviation, 'minmax' maps the range onto [0, 1]. The
+        fitted parameters, densities and samples stay in the original units (see
+        Notes). Not with ``covariance_type='spherical'``.
+    log1p : list of int or str, default=None
+        Columns (indices, or names when fitted on a DataFrame) replaced by
+        ``log1p(x)`` before the scaling; their values must be > -1.
 
     Attributes
     ----------
@@ -124,6 +137,10 @@ class GaussianMixture:
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame with string column names.
+    scaling_ : daskgmm._preprocess.Scaling
+        The fitted preprocessing ``z = (f(x) - offset) / scale``: method, ``log1p``
+        columns (as indices), ``offset`` and ``scale``. The identity when
+        ``scale='none'`` and ``log1p=None``.
 
     Notes
     -----
@@ -131,6 +148,21 @@ class GaussianMixture:
     one pass: 'k-means++' and 'random_from_data' pick the means among them,
     'kmeans' runs Lloyd iterations on them and then one full pass of hard
     assignments; 'random' makes one full pass with random responsibilities.
+
+    With ``scale`` or ``log1p`` the mixture is fitted on the scaled rows ``z``, and
+    reported in the units of ``f(x)`` (``x`` with ``log1p`` applied to the
+    ``log1p`` columns): a Gaussian mixture under the affine map ``f(x) = D z + b``
+    is one with means ``D μ + b`` and covariances ``D Σ D``. ``means_``,
+    ``covariances_``, ``precisions_`` and ``precisions_cholesky_`` are therefore in
+    the original units, except that ``log1p`` columns stay on the log1p scale (a
+    Gaussian in ``log1p(x)`` is not one in ``x``). ``score_samples``, ``score``,
+    ``bic``, ``aic`` and ``lower_bound_`` are log-densities of the original rows
+    (the log-Jacobian ``-Σ log scale - Σ log1p(x_j)`` included), ``sample`` returns
+    rows in the original units, and ``weights_init``, ``means_init``,
+    ``precisions_init`` and a warm start are read in the units of ``f(x)``.
+    ``reg_covar`` is added on the scaled features. The scaling is computed in the
+    same pass as the initialisation sample; predictions scale the rows block by
+    block.
     """
 
     def __init__(
@@ -153,6 +185,8 @@ class GaussianMixture:
         split_every: int = DEFAULT_SPLIT_EVERY,
         persist: str | bool = "auto",
         init_sample_size: int = 50_000,
+        scale: str = "none",
+        log1p: Any = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -171,6 +205,8 @@ class GaussianMixture:
         self.split_every = split_every
         self.persist = persist
         self.init_sample_size = init_sample_size
+        self.scale = scale
+        self.log1p = log1p
 
     # ------------------------------------------------------------------ params
 
@@ -243,6 +279,9 @@ class GaussianMixture:
         check_int(self.split_every, "split_every", 2)
         check_option(self.persist, "persist", PERSIST_OPTIONS)
         check_int(self.init_sample_size, "init_sample_size", 1)
+        P.check_method(self.scale)
+        _check_log1p_param(self.log1p)
+        P.check_covariance_type(self.scale, self.covariance_type)
 
     def _check_inits(self, n_features: int) -> dict[str, np.ndarray | None]:
         k, ctype = self.n_components, self.covariance_type
@@ -287,7 +326,8 @@ class GaussianMixture:
         iteration_callback : callable, optional
             Called after every EM iteration as ``callback(init, state)`` with the
             index of the initialisation and a ``RunResult`` (float64 parameters,
-            iteration count, lower bounds so far): the hook checkpoints use.
+            iteration count, lower bounds so far), in the original units like the
+            fitted attributes: the hook checkpoints use.
 
         Returns
         -------
@@ -312,6 +352,7 @@ class GaussianMixture:
         self._check_params()
         data = check_input(X, min_samples=2)
         self._check_n_samples(data.n_samples)
+        log1p = _log1p_columns(self.log1p, data)
         inits = self._check_inits(data.n_features)
         if not data.is_dask:
             _raise_if_non_finite(data.array)
@@ -321,8 +362,8 @@ class GaussianMixture:
             if sample_weight is not None:
                 weights = _aligned_weights(sample_weight, array, data)
             passes = DataPasses(array, self.split_every, weights=weights)
-            best = self._fit_runs(passes, data, inits, callback)
-        self._set_fitted(best, data)
+            best, space = self._fit_runs(passes, data, inits, callback, log1p)
+        self._set_fitted(best, data, space.scaling, space.shift)
 
     def _check_n_samples(self, n_samples: int | None) -> None:
         if n_samples is not None and n_samples < self.n_components:
@@ -337,35 +378,38 @@ class GaussianMixture:
         data: Data,
         inits: dict,
         callback: Callable | None = None,
-    ) -> RunResult:
+        log1p: tuple[int, ...] = (),
+    ) -> tuple[RunResult, _FitSpace]:
         """The ``n_init`` restarts, batched: every pass advances all of them.
 
         The restarts draw their initialisations from the random state in the same
         order as one after another would, and each run is the same as alone, so the
         result equals scikit-learn's sequential restarts with the same seeds.
+        Returns the best run (in the fitted space) and that space.
         """
         do_init = not (self.warm_start and hasattr(self, "converged_"))
+        rng = check_random_state(self.random_state) if do_init else None
+        need_sample = do_init and any(v is None for v in inits.values())
+        space = self._fit_space(passes, data, log1p, rng if need_sample else None)
         if do_init:
-            rng = check_random_state(self.random_state)
-            sample = None
-            if any(v is None for v in inits.values()):
-                sample = self._draw_sample(passes, data, rng)
-            plans = [self._plan(sample, rng) for _ in range(self.n_init)]
+            inits = space.scaled_inits(inits, self.covariance_type)
+            plans = [self._plan(space.sample, rng) for _ in range(self.n_init)]
             starts = [
-                self._with_inits(params, inits) for params in run_plans(passes, plans)
+                self._with_inits(params, inits)
+                for params in run_plans(space.passes, plans)
             ]
             runs = [self._new_run(start, -np.inf, i) for i, start in enumerate(starts)]
         else:
-            runs = [self._new_run(self._current_parameters(), self.lower_bound_, 0)]
+            runs = [self._new_run(*self._warm_start(space), 0)]
         if self.max_iter == 0:
             for run in runs:
                 run.lower_bound = -np.inf
         run_em_batched(
-            passes,
+            space.passes,
             runs,
             verbose_interval=self.verbose_interval,
             on_pass=self._check_n_samples,
-            on_iteration=callback,
+            on_iteration=space.reporting(callback, self.covariance_type),
         )
         best: RunResult | None = None
         for i, run in enumerate(runs):
@@ -386,7 +430,89 @@ class GaussianMixture:
                 ConvergenceWarning,
                 stacklevel=4,
             )
-        return best
+        return best, space
+
+    def _fit_space(
+        self,
+        passes: DataPasses,
+        data: Data,
+        log1p: tuple[int, ...] | None = None,
+        rng: np.random.RandomState | None = None,
+    ) -> _FitSpace:
+        """The passes EM runs on: over the data as given, or over its scaled rows.
+
+        With ``scale`` or ``log1p`` one pass computes the per-feature moments (and,
+        given ``rng``, draws the initialisation sample, then scaled on the client);
+        EM then reads the rows through ``transform_block``, block by block.
+        """
+        if log1p is None:
+            log1p = _log1p_columns(self.log1p, data)
+        if self.scale == "none" and not log1p:
+            sample = None if rng is None else self._draw_sample(passes, data, rng)
+            return _FitSpace(passes, P.Scaling.identity(data.n_features), 0.0, sample)
+        calls = [(P.moments_block, log1p, P.combine_moments)]
+        if rng is not None:
+            size = max(self.init_sample_size, self.n_components)
+            seed = int(rng.randint(np.iinfo(np.int32).max))
+            spec = (seed, size, sample_rate(size, data.n_samples))
+            calls.append((K.sample_block, spec, K.combine_samples))
+        results = passes.run_many(calls, "sample" if rng is not None else "moments")
+        stats = results[0]
+        self._check_n_samples(stats["n"])
+        scaling = P.fit_scaling(
+            stats, self.scale, log1p, row_offsets=passes._row_offsets
+        )
+        logger.info(
+            "scaling the features (%s%s)",
+            self.scale,
+            f", log1p of columns {list(log1p)}" if log1p else "",
+        )
+        scaled = DataPasses(
+            _scaled_array(passes.X, scaling, data.dtype),
+            passes.split_every,
+            passes.name,
+            weights=passes.weights,
+        )
+        scaled.n_passes = passes.n_passes
+        # Mean log-Jacobian of the fitted rows: log p_x = log p_z + this, on average.
+        shift = P.log_abs_det(scaling) - float(stats["mean"][list(log1p)].sum())
+        sample = None
+        if rng is not None:
+            sample = sample_from_result(results[1], passes.weights is not None)
+            rows = P.transform_block(sample.rows, scaling, data.dtype)
+            sample = replace(sample, rows=rows.astype(np.float64))
+        return _FitSpace(scaled, scaling, shift, sample)
+
+    def _warm_start(self, space: _FitSpace) -> tuple[Parameters, float]:
+        """The current solution and its lower bound in the space of this fit.
+
+        The same scaling as the last fit (the same data) continues from the exact
+        scaled parameters; another one maps the reported parameters onto it.
+        """
+        scaling = space.scaling
+        fitted = getattr(self, "scaling_", None) or P.Scaling.identity(
+            self.n_features_in_
+        )
+        if fitted.log1p != scaling.log1p:
+            raise ValueError(
+                f"warm_start: the model was fitted with log1p columns "
+                f"{list(fitted.log1p)}, this fit has {list(scaling.log1p)}; fit with "
+                "warm_start=False to change them"
+            )
+        if scaling.is_identity and fitted.is_identity:
+            return self._current_parameters(), self.lower_bound_
+        if scaling == fitted and hasattr(self, "_scaled_params_"):
+            return self._scaled_params_, self._scaled_lower_bound_
+        current = self._current_parameters()
+        mapped = P.to_scaled_units(
+            current.weights,
+            current.means,
+            current.covariances,
+            current.precisions_cholesky,
+            self.covariance_type,
+            scaling,
+        )
+        return Parameters(*mapped), self.lower_bound_ - space.shift
 
     def _new_run(self, start: Parameters, lower_bound: float, index: int) -> Run:
         label = f"[init {index}] " if self.n_init > 1 else ""
@@ -447,9 +573,11 @@ class GaussianMixture:
         names = (
             None if feature_names is None else np.asarray(feature_names, dtype=object)
         )
-        self._set_fitted(
-            state, Data(None, False, None, n_features, np.dtype(dtype), names)
-        )
+        data = Data(None, False, None, n_features, np.dtype(dtype), names)
+        # ``state`` is in the original units (what iteration_callback reports): the
+        # only preprocessing left to apply to rows is log1p.
+        scaling = P.Scaling.identity(n_features, _log1p_columns(self.log1p, data))
+        self._set_fitted(state, data, scaling)
         return self
 
     def _current_parameters(self) -> Parameters:
@@ -460,9 +588,44 @@ class GaussianMixture:
             np.asarray(self.precisions_cholesky_, dtype=np.float64),
         )
 
-    def _set_fitted(self, best: RunResult, data: Data) -> None:
+    def _set_fitted(
+        self,
+        best: RunResult,
+        data: Data,
+        scaling: P.Scaling | None = None,
+        shift: float = 0.0,
+    ) -> None:
+        """The fitted attributes from the best run, fitted on rows scaled by
+        ``scaling`` (None: the rows as given) with mean log-Jacobian ``shift``."""
         p = best.params
         dtype = data.dtype
+        if scaling is None:
+            scaling = P.Scaling.identity(data.n_features)
+        lower_bound = float(best.lower_bound)
+        lower_bounds = [float(v) for v in best.lower_bounds]
+        if scaling.is_identity:
+            for name in _SCALED_ATTRIBUTES:
+                self.__dict__.pop(name, None)
+        else:
+            self._scaled_params_ = Parameters(
+                *(
+                    np.array(a, dtype=np.float64)
+                    for a in (p.weights, p.means, p.covariances, p.precisions_cholesky)
+                )
+            )
+            self._scaled_lower_bound_ = lower_bound
+            p = Parameters(
+                *P.to_original_units(
+                    p.weights,
+                    p.means,
+                    p.covariances,
+                    p.precisions_cholesky,
+                    self.covariance_type,
+                    scaling,
+                )
+            )
+            lower_bound += shift
+            lower_bounds = [v + shift for v in lower_bounds]
         self.weights_ = p.weights.astype(dtype)
         self.means_ = p.means.astype(dtype)
         self.covariances_ = np.asarray(p.covariances).astype(dtype)
@@ -472,8 +635,9 @@ class GaussianMixture:
         ).astype(dtype)
         self.converged_ = bool(best.converged)
         self.n_iter_ = best.n_iter
-        self.lower_bound_ = float(best.lower_bound)
-        self.lower_bounds_ = [float(v) for v in best.lower_bounds]
+        self.lower_bound_ = lower_bound
+        self.lower_bounds_ = lower_bounds
+        self.scaling_ = scaling
         self.n_features_in_ = data.n_features
         if data.feature_names is not None:
             self.feature_names_in_ = data.feature_names
@@ -510,13 +674,28 @@ class GaussianMixture:
         return data
 
     def _kernel_params(self) -> K.KernelParams:
+        """Kernel parameters of the reported mixture (in the units of f(x))."""
         return K.prepare(
             self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type
         )
 
+    def _scaling(self) -> P.Scaling | None:
+        """The fitted scaling rows go through before the kernels, or None."""
+        scaling = getattr(self, "scaling_", None)
+        return None if scaling is None or scaling.is_identity else scaling
+
+    def _fit_kernel_params(self) -> K.KernelParams:
+        """Kernel parameters of the space the model was fitted in: the scaled rows
+        (more precise than the reported parameters on the original rows)."""
+        if self._scaling() is None:
+            return self._kernel_params()
+        p = self._scaled_params_
+        return K.prepare(
+            p.weights, p.means, p.precisions_cholesky, self.covariance_type
+        )
+
     def _per_row(self, X: Any, what: str) -> Any:
         data = self._check_predict_input(X)
-        kp = self._kernel_params()
         out_dtype = np.result_type(data.dtype, self.means_.dtype)
         kernel, n_columns, dtype = {
             "label": (K.predict_block, None, np.int64),
@@ -524,6 +703,11 @@ class GaussianMixture:
             "score": (K.score_samples_block, None, out_dtype),
         }[what]
         kwargs = {} if what == "label" else {"out_dtype": out_dtype}
+        scaling = self._scaling()
+        if scaling is None:
+            kp = self._kernel_params()
+        else:
+            kernel, kp = _scaled_rows_block, (scaling, self._fit_kernel_params(), what)
         if data.is_dask:
             return map_rows(
                 data.array,
@@ -565,6 +749,9 @@ class GaussianMixture:
     def score_samples(self, X: Any) -> Any:
         """Log-density of every row under the mixture.
 
+        With ``scale`` or ``log1p``, the density of the original rows: that of the
+        scaled rows plus the log-Jacobian of the preprocessing.
+
         Returns
         -------
         log_prob : ndarray of shape (n_samples,), lazy for dask input
@@ -575,7 +762,11 @@ class GaussianMixture:
         """(Weighted) total log-likelihood ``loglik`` of ``X``, its total weight ``w``
         (the number of rows when unweighted) and its rows ``n``, in one pass."""
         data = self._check_predict_input(X)
-        kp = self._kernel_params()
+        scaling = self._scaling()
+        if scaling is None:
+            kernel, params = K.loglik_block, self._kernel_params()
+        else:
+            kernel, params = _scaled_loglik_block, (scaling, self._fit_kernel_params())
         if not data.is_dask:
             _raise_if_non_finite(data.array)
         array = data.array if data.is_dask else _numpy_to_dask(data.array)
@@ -584,7 +775,7 @@ class GaussianMixture:
             weights = _aligned_weights(sample_weight, array, data)
         passes = DataPasses(array, self.split_every, weights=weights)
         with _one_blas_thread_per_task():
-            result = passes.run(K.loglik_block, kp, "score", K.combine_loglik)
+            result = passes.run(kernel, params, "score", K.combine_loglik)
         return {
             "loglik": float(result["loglik"]),
             "w": float(result["w"]),
@@ -617,6 +808,11 @@ class GaussianMixture:
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw rows from the fitted mixture (scikit-learn's sampling, same draws).
 
+        With ``scale`` or ``log1p`` the rows are drawn from the mixture of the
+        scaled features and mapped back to the original units (``expm1`` on the
+        ``log1p`` columns): the same distribution as the reported parameters'
+        (through ``expm1``), not the same draws.
+
         Returns
         -------
         X : ndarray of shape (n_samples, n_features)
@@ -634,31 +830,21 @@ class GaussianMixture:
                 "at least one sample."
             )
         rng = check_random_state(self.random_state)
-        n_features = self.means_.shape[1]
-        counts = rng.multinomial(n_samples, self.weights_)
-        if self.covariance_type == "full":
-            parts = [
-                rng.multivariate_normal(mean, cov, int(c))
-                for mean, cov, c in zip(
-                    self.means_, self.covariances_, counts, strict=True
-                )
-            ]
-        elif self.covariance_type == "tied":
-            parts = [
-                rng.multivariate_normal(mean, self.covariances_, int(c))
-                for mean, c in zip(self.means_, counts, strict=True)
-            ]
-        else:
-            parts = [
-                mean + rng.standard_normal(size=(c, n_features)) * np.sqrt(cov)
-                for mean, cov, c in zip(
-                    self.means_, self.covariances_, counts, strict=True
-                )
-            ]
-        labels = np.concatenate(
-            [np.full(c, j, dtype=np.int64) for j, c in enumerate(counts)]
+        scaling = self._scaling()
+        if scaling is None:
+            return _draw(
+                rng,
+                n_samples,
+                self.weights_,
+                self.means_,
+                self.covariances_,
+                self.covariance_type,
+            )
+        p = self._scaled_params_
+        Z, labels = _draw(
+            rng, n_samples, p.weights, p.means, p.covariances, self.covariance_type
         )
-        return np.vstack(parts).astype(np.float64), labels
+        return P.inverse_transform_block(Z, scaling), labels
 
     def save(
         self,
@@ -693,6 +879,211 @@ class GaussianMixture:
 
 ###############################################################################
 # Helpers
+
+# Fitted attributes of a scaled model beyond scikit-learn's: its parameters and lower
+# bound in the scaled space (predictions use them; a warm start continues from them).
+_SCALED_ATTRIBUTES = ("_scaled_params_", "_scaled_lower_bound_")
+
+
+@dataclass
+class _FitSpace:
+    """Where EM runs: passes over the rows as given, or over the scaled rows.
+
+    Attributes
+    ----------
+    passes : DataPasses
+    scaling : Scaling
+        The identity when the rows are used as given.
+    shift : float
+        Mean log-Jacobian of the fitted rows: a (weighted) mean log-likelihood in
+        the original units is the one in the scaled space plus ``shift``.
+    sample : Sample or None
+        The initialisation sample, scaled.
+    """
+
+    passes: DataPasses
+    scaling: P.Scaling
+    shift: float = 0.0
+    sample: Sample | None = None
+
+    def scaled_inits(self, inits: dict, covariance_type: str) -> dict:
+        """The user's ``*_init`` (in the units of f(x)) on the scaled features."""
+        if self.scaling.is_identity:
+            return inits
+        _, means, _, _ = P.to_scaled_units(
+            None, inits["means"], None, None, covariance_type, self.scaling
+        )
+        precisions = inits["precisions"]
+        if precisions is not None:
+            precisions = P.precisions_to_scaled_units(
+                precisions, covariance_type, self.scaling
+            )
+        return {"weights": inits["weights"], "means": means, "precisions": precisions}
+
+    def to_original(self, state: RunResult, covariance_type: str) -> RunResult:
+        """An EM state in the original units (parameters and lower bounds)."""
+        p = state.params
+        params = P.to_original_units(
+            p.weights,
+            p.means,
+            p.covariances,
+            p.precisions_cholesky,
+            covariance_type,
+            self.scaling,
+        )
+        return RunResult(
+            Parameters(*params),
+            state.converged,
+            state.n_iter,
+            state.lower_bound + self.shift,
+            [v + self.shift for v in state.lower_bounds],
+        )
+
+    def reporting(self, callback: Callable | None, covariance_type: str) -> Any:
+        """``callback`` receiving its states in the original units."""
+        if callback is None or self.scaling.is_identity:
+            return callback
+
+        def report(index: int, state: RunResult) -> None:
+            callback(index, self.to_original(state, covariance_type))
+
+        return report
+
+
+def _check_log1p_param(log1p: Any) -> None:
+    """``log1p`` is None or a list of column indices or names (checked against the
+    data at fit time)."""
+    if log1p is None:
+        return
+    if isinstance(log1p, (str, bytes)) or not isinstance(log1p, Iterable):
+        raise ValueError(
+            f"log1p must be None or a list of column indices or names, got {log1p!r}"
+        )
+    for item in log1p:
+        if isinstance(item, (bool, np.bool_)) or not isinstance(
+            item, (numbers.Integral, str)
+        ):
+            raise ValueError(
+                "log1p must list column indices (ints) or names (strings), got "
+                f"{item!r} of type {type(item).__name__}"
+            )
+
+
+def _log1p_columns(log1p: Any, data: Data) -> tuple[int, ...]:
+    """The ``log1p`` parameter as sorted column indices of ``data``."""
+    if log1p is None:
+        return ()
+    names = None if data.feature_names is None else list(data.feature_names)
+    columns = []
+    for item in log1p:
+        if not isinstance(item, str):
+            columns.append(item)
+        elif names is None:
+            raise ValueError(
+                f"log1p names the column {item!r} but X has no column names; give "
+                "column indices (e.g. log1p=[0, 3])"
+            )
+        elif item not in names:
+            raise ValueError(
+                f"log1p names the column {item!r}, which X does not have; its "
+                f"columns are {names}"
+            )
+        else:
+            columns.append(names.index(item))
+    return P.check_log1p(columns, data.n_features)
+
+
+def _scaled_array(array: da.Array, scaling: P.Scaling, dtype: Any) -> da.Array:
+    """The rows of ``array`` scaled block by block (lazy; same row chunks), in the
+    fit dtype, optimised once so each block's read and scaling are one task."""
+    scaled = map_rows(
+        array,
+        P.transform_block,
+        scaling,
+        name="scale",
+        n_columns=array.shape[1],
+        dtype=dtype,
+        out_dtype=dtype,
+    )
+    (scaled,) = dask.optimize(scaled)
+    return scaled
+
+
+def _scaled_rows_block(
+    X: np.ndarray,
+    spec: tuple,
+    out_dtype: Any = np.float64,
+    block_info: dict | None = None,
+) -> np.ndarray:
+    """Labels, responsibilities or log-densities (``spec[2]``) of original rows.
+
+    The rows are scaled (in float64), the kernel runs on them with the fitted
+    parameters of the scaled space, and a log-density gets the log-Jacobian
+    ``log |det A| − Σ log1p(x_j)`` of the preprocessing.
+    """
+    scaling, kp, what = spec
+    Z = P.transform_block(X, scaling, np.float64, block_info)
+    if what == "label":
+        return K.predict_block(Z, kp, block_info)
+    if what == "proba":
+        return K.predict_proba_block(Z, kp, out_dtype, block_info)
+    log_density = K.score_samples_block(Z, kp, np.float64, block_info)
+    log_density += P.log_abs_det(scaling)
+    log_density += P.log_jacobian_block(X, scaling, block_info)
+    return log_density.astype(out_dtype, copy=False)
+
+
+@K._quiet
+def _scaled_loglik_block(
+    X: np.ndarray,
+    spec: tuple,
+    block_index: int = 0,
+    weights: np.ndarray | None = None,
+) -> dict:
+    """:func:`K.loglik_block` of original rows: on the scaled rows, plus the
+    (weighted) sum of the log-Jacobian."""
+    scaling, kp = spec
+    stats = K.loglik_block(P.transform_block(X, scaling), kp, block_index, weights)
+    jacobian = P.log_jacobian_block(X, scaling) + P.log_abs_det(scaling)
+    if weights is None:
+        stats["loglik"] += float(jacobian.sum())
+    else:
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        w = np.where(np.isfinite(w) & (w >= 0), w, 0.0)  # as loglik_block counts them
+        stats["loglik"] += float(jacobian @ w)
+    return stats
+
+
+def _draw(
+    rng: np.random.RandomState,
+    n_samples: int,
+    weights: np.ndarray,
+    means: np.ndarray,
+    covariances: np.ndarray,
+    covariance_type: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and their components drawn from a mixture (scikit-learn's draws)."""
+    n_features = means.shape[1]
+    counts = rng.multinomial(n_samples, weights)
+    if covariance_type == "full":
+        parts = [
+            rng.multivariate_normal(mean, cov, int(c))
+            for mean, cov, c in zip(means, covariances, counts, strict=True)
+        ]
+    elif covariance_type == "tied":
+        parts = [
+            rng.multivariate_normal(mean, covariances, int(c))
+            for mean, c in zip(means, counts, strict=True)
+        ]
+    else:
+        parts = [
+            mean + rng.standard_normal(size=(c, n_features)) * np.sqrt(cov)
+            for mean, cov, c in zip(means, covariances, counts, strict=True)
+        ]
+    labels = np.concatenate(
+        [np.full(c, j, dtype=np.int64) for j, c in enumerate(counts)]
+    )
+    return np.vstack(parts).astype(np.float64), labels
 
 
 def _raise_if_non_finite(array: np.ndarray) -> None:

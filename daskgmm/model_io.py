@@ -9,6 +9,14 @@ A model file is a directory holding two files:
 - ``arrays.npz``: the fitted arrays and the array-valued ``*_init`` parameters,
   written by ``np.savez`` and read with ``allow_pickle=False``. Nothing is pickled.
 
+A model fitted with ``scale`` or ``log1p`` also stores its ``scaling`` (method,
+``log1p`` columns, offsets and scales as JSON numbers, which read back bit for bit)
+and its parameters in the scaled space (``scaled_*`` arrays and
+``fitted.scaled_lower_bound_``), so the loaded model predicts exactly as the saved
+one. The ``scale`` and ``log1p`` parameters are written only when set: a model
+without preprocessing is stored as before, and files without them load as
+unscaled models.
+
 The directory is written beside its destination under a hidden name and renamed
 into place when complete (:func:`daskgmm.io.atomic_path`), so a failed save leaves
 nothing behind. Loading checks everything it reads and raises a one-line
@@ -28,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from daskgmm._em import Parameters
 from daskgmm._kernels import COVARIANCE_TYPES
+from daskgmm._preprocess import Scaling
 from daskgmm._validation import precision_shape
 from daskgmm.exceptions import NotFittedError
 from daskgmm.mixture import GaussianMixture
@@ -47,6 +57,16 @@ FITTED_ARRAYS = (
     "precisions_cholesky_",
 )
 INIT_ARRAYS = ("weights_init", "means_init", "precisions_init")
+# The parameters of a scaled model in its scaled space (float64).
+SCALED_ARRAYS = {
+    "scaled_weights": "weights",
+    "scaled_means": "means",
+    "scaled_covariances": "covariances",
+    "scaled_precisions_cholesky": "precisions_cholesky",
+}
+# Parameters left out of model.json at their default, so that files of models
+# without preprocessing stay as they were (and readable by older versions).
+_OMITTED_DEFAULTS = {"scale": "none", "log1p": None}
 FIT_DTYPES = ("float32", "float64")
 _NON_FINITE = ("inf", "-inf", "nan")
 _CORRUPT = "the model file is corrupt"
@@ -149,6 +169,46 @@ def _init_array(name: str, value: Any) -> tuple[np.ndarray, dict[str, str]]:
     return array, placeholder
 
 
+def _encode_columns(value: Any) -> Any:
+    """``log1p`` as JSON: a list of column indices or names; a tuple or an ndarray
+    is marked so that it reads back with its type. TypeError when not columns."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1 or value.dtype.kind not in "iuU":
+            raise TypeError("not a 1-D array of column indices or names")
+        return {"ndarray": value.tolist(), "dtype": value.dtype.str}
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{type(value).__name__} is not a list of columns")
+    items = []
+    for item in value:
+        if isinstance(item, np.integer):
+            raise TypeError("NumPy integers in a list of columns")
+        if isinstance(item, bool) or not isinstance(item, (int, str)):
+            raise TypeError(f"{item!r} is not a column index or name")
+        items.append(item)
+    return items if isinstance(value, list) else {"tuple": items}
+
+
+def _decode_columns(value: Any) -> Any:
+    """Inverse of :func:`_encode_columns` (and None); ValueError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and set(value) == {"tuple"}:
+        return tuple(_decode_columns(value["tuple"]))
+    if isinstance(value, dict) and set(value) == {"ndarray", "dtype"}:
+        try:
+            dtype = np.dtype(value["dtype"])
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype.kind not in "iuU":
+            raise ValueError(f"unrecognised value {value!r}")
+        return np.asarray(_decode_columns(value["ndarray"]), dtype=dtype)
+    if isinstance(value, list) and all(
+        isinstance(v, (int, str)) and not isinstance(v, bool) for v in value
+    ):
+        return value
+    raise ValueError(f"expected a list of column indices or names, got {value!r}")
+
+
 def _unstorable_message(name: str, value: Any) -> str:
     if isinstance(value, np.random.RandomState):
         return (
@@ -169,24 +229,46 @@ def _params_section(
     section: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
     for name, value in params.items():
+        if name in _OMITTED_DEFAULTS and _is_default(name, value):
+            continue
         if name in INIT_ARRAYS and value is not None:
             arrays[name], section[name] = _init_array(name, value)
             continue
         try:
-            section[name] = _encode_param(value)
+            encode = _encode_columns if name == "log1p" else _encode_param
+            section[name] = encode(value)
         except TypeError:
             logger.warning("%s", _unstorable_message(name, value))
             section[name] = None
     return section, arrays
 
 
+def _is_default(name: str, value: Any) -> bool:
+    default = _OMITTED_DEFAULTS[name]
+    return value is None if default is None else type(value) is str and value == default
+
+
 def _fitted_section(model: GaussianMixture) -> dict[str, Any]:
-    return {
+    section = {
         "converged_": bool(model.converged_),
         "n_iter_": int(model.n_iter_),
         "lower_bound_": _encode_float(model.lower_bound_),
         "lower_bounds_": [_encode_float(v) for v in model.lower_bounds_],
         "n_features_in_": int(model.n_features_in_),
+    }
+    if model._scaling() is not None:
+        section["scaled_lower_bound_"] = _encode_float(model._scaled_lower_bound_)
+    return section
+
+
+def _scaled_arrays(model: GaussianMixture) -> dict[str, np.ndarray]:
+    """The scaled-space parameters of a scaled model (none otherwise)."""
+    if model._scaling() is None:
+        return {}
+    params = model._scaled_params_
+    return {
+        name: np.asarray(getattr(params, field), dtype=np.float64)
+        for name, field in SCALED_ARRAYS.items()
     }
 
 
@@ -249,11 +331,14 @@ def _model_document(
 
     params, arrays = _params_section(model.get_params())
     fitted = {name: np.asarray(getattr(model, name)) for name in FITTED_ARRAYS}
+    scaled = _scaled_arrays(model)
     data = _data_section(model)
-    problem = _model_problem(model, fitted, data)
+    problem = _model_problem(model, fitted, data) or _scaled_problem(
+        model._scaling(), scaled, model.n_components, data, model.covariance_type
+    )
     if problem is not None:
         raise ValueError(f"cannot save the model: {problem}")
-    arrays = {**fitted, **arrays}
+    arrays = {**fitted, **scaled, **arrays}
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -262,9 +347,11 @@ def _model_document(
         "params": params,
         "fitted": _fitted_section(model),
         "data": data,
-        "arrays": list(arrays),
-        "extra": _check_extra(extra),
     }
+    if scaled:
+        document["scaling"] = model.scaling_.to_dict()
+    document["arrays"] = list(arrays)
+    document["extra"] = _check_extra(extra)
     return document, arrays
 
 
@@ -492,6 +579,12 @@ def _decode_params(
         raise ValueError(f"unknown parameter(s) {unknown}")
     params = {}
     for name, value in section.items():
+        if name == "log1p":
+            try:
+                params[name] = _decode_columns(value)
+            except ValueError as exc:
+                raise ValueError(f"parameter {name}: {exc}") from None
+            continue
         if name in INIT_ARRAYS and isinstance(value, dict) and "array" in value:
             if value != {"array": name} and value != {"array": name, "as": "list"}:
                 raise ValueError(f"parameter {name}: bad placeholder {value!r}")
@@ -531,13 +624,64 @@ def _decode_fitted(section: Mapping[str, Any]) -> dict[str, Any]:
         )
     if not isinstance(section["lower_bounds_"], list):
         raise ValueError("lower_bounds_ must be a list")
-    return {
+    fitted = {
         "converged_": section["converged_"],
         "n_iter_": section["n_iter_"],
         "lower_bound_": _decode_float(section["lower_bound_"]),
         "lower_bounds_": [_decode_float(v) for v in section["lower_bounds_"]],
         "n_features_in_": section["n_features_in_"],
     }
+    if "scaled_lower_bound_" in section:
+        fitted["scaled_lower_bound_"] = _decode_float(section["scaled_lower_bound_"])
+    return fitted
+
+
+def _decode_scaling(document: Mapping[str, Any], fitted: Mapping[str, Any]) -> Any:
+    """The stored Scaling, or None for a model without preprocessing."""
+    if "scaling" not in document:
+        if "scaled_lower_bound_" in fitted:
+            raise ValueError("fitted scaled_lower_bound_ without a scaling section")
+        return None
+    scaling = Scaling.from_dict(document["scaling"])
+    if scaling.is_identity:
+        raise ValueError("the scaling section holds the identity")
+    if scaling.n_features != fitted["n_features_in_"]:
+        raise ValueError(
+            f"scaling has {scaling.n_features} features, n_features_in_ is "
+            f"{fitted['n_features_in_']}"
+        )
+    if "scaled_lower_bound_" not in fitted:
+        raise ValueError("fitted attribute(s) ['scaled_lower_bound_'] missing")
+    return scaling
+
+
+def _scaled_problem(
+    scaling: Any,
+    arrays: Mapping[str, np.ndarray],
+    n_components: int,
+    data: Mapping[str, Any],
+    covariance_type: str,
+) -> str | None:
+    """What is wrong with the scaled-space arrays of a scaled model, or None."""
+    if scaling is None:
+        return None
+    cov_shape = precision_shape(covariance_type, n_components, data["n_features"])
+    expected = {
+        "scaled_weights": (n_components,),
+        "scaled_means": (n_components, data["n_features"]),
+        "scaled_covariances": cov_shape,
+        "scaled_precisions_cholesky": cov_shape,
+    }
+    for name, shape in expected.items():
+        if name not in arrays:
+            return f"array {name!r} of the scaled model is not stored"
+        array = arrays[name]
+        if array.shape != shape or array.dtype != np.float64:
+            return (
+                f"{name} has shape {array.shape} and dtype {array.dtype}, expected "
+                f"{shape} and float64"
+            )
+    return None
 
 
 def _data_problem(data: Mapping[str, Any], n_features_in: int) -> str | None:
@@ -673,6 +817,7 @@ def load_model(path: str | os.PathLike) -> GaussianMixture:
         ) or _data_problem(data, fitted["n_features_in_"])
         if problem is not None:
             raise ValueError(problem)
+        scaling = _decode_scaling(document, fitted)
     except ValueError as exc:
         raise ValueError(f"{json_path}: {exc}; {_CORRUPT}") from None
     problem = _arrays_problem(
@@ -681,10 +826,12 @@ def load_model(path: str | os.PathLike) -> GaussianMixture:
         data["n_features"],
         model.covariance_type,
         data["dtype"],
+    ) or _scaled_problem(
+        scaling, arrays, int(model.n_components), data, model.covariance_type
     )
     if problem is not None:
         raise ValueError(f"{npz_path}: {problem}; {_CORRUPT}")
-    return _set_fitted(model, arrays, fitted, data["feature_names"])
+    return _set_fitted(model, arrays, fitted, data["feature_names"], scaling)
 
 
 def _set_fitted(
@@ -692,12 +839,22 @@ def _set_fitted(
     arrays: Mapping[str, np.ndarray],
     fitted: Mapping[str, Any],
     feature_names: list[str] | None,
+    scaling: Scaling | None = None,
 ) -> GaussianMixture:
     """Set the fitted attributes of a new model; returns it."""
     for name in FITTED_ARRAYS:
         setattr(model, name, arrays[name])
     for name, value in fitted.items():
-        setattr(model, name, value)
+        if name != "scaled_lower_bound_":
+            setattr(model, name, value)
+    if scaling is None:
+        model.scaling_ = Scaling.identity(fitted["n_features_in_"])
+    else:
+        model.scaling_ = scaling
+        model._scaled_params_ = Parameters(
+            **{field: arrays[name] for name, field in SCALED_ARRAYS.items()}
+        )
+        model._scaled_lower_bound_ = fitted["scaled_lower_bound_"]
     if feature_names is not None:
         model.feature_names_in_ = np.asarray(feature_names, dtype=object)
     return model

@@ -186,7 +186,9 @@ def select_model(
         as the sample size.
     **params
         Any other ``GaussianMixture`` parameter (``tol``, ``reg_covar``,
-        ``max_iter``, ``init_params``, ``split_every``, ``persist`` ...).
+        ``max_iter``, ``init_params``, ``split_every``, ``persist``, ``scale``,
+        ``log1p`` ...). With ``scale`` or ``log1p`` every candidate is fitted on
+        the same scaled rows (one more pass) and reported in the original units.
 
     Returns
     -------
@@ -230,9 +232,10 @@ def select_model(
         if sample_weight is not None:
             weights = _aligned_weights(sample_weight, array, data)
         passes = DataPasses(array, first.split_every, weights=weights)
-        _sweep(passes, candidates, data.n_samples)
-        _score(passes, candidates, data)
-    return _selection(candidates, criterion, passes.n_passes)
+        space = first._fit_space(passes, data)
+        _sweep(space.passes, candidates, data.n_samples)
+        _score(space, candidates, data)
+    return _selection(candidates, criterion, space.passes.n_passes)
 
 
 def _sweep(passes: DataPasses, candidates: list[_Candidate], n_samples: Any) -> None:
@@ -339,19 +342,23 @@ def _pick_best(cand: _Candidate) -> None:
     cand.best = best
 
 
-def _score(passes: DataPasses, candidates: list[_Candidate], data: Any) -> None:
+def _score(space: Any, candidates: list[_Candidate], data: Any) -> None:
     """Fitted attributes of every successful candidate and, in one more pass, the
-    log-likelihood of its final parameters (for BIC and AIC)."""
+    log-likelihood of its final parameters (for BIC and AIC), of the original rows
+    when the sweep ran on scaled ones (``space``, see ``GaussianMixture._fit_space``)."""
     fitted = [c for c in candidates if c.best is not None]
     for cand in fitted:
-        cand.model._set_fitted(cand.best, data)
+        cand.model._set_fitted(cand.best, data, space.scaling, space.shift)
     if not fitted:
         return
     calls = [
-        (K.loglik_block, cand.model._kernel_params(), K.combine_loglik)
+        (K.loglik_block, cand.model._fit_kernel_params(), K.combine_loglik)
         for cand in fitted
     ]
-    for cand, result in zip(fitted, passes.run_many(calls, "score"), strict=True):
+    results = space.passes.run_many(calls, "score")
+    for cand, result in zip(fitted, results, strict=True):
+        if space.shift:
+            result["loglik"] += result["w"] * space.shift
         cand.loglik = result
 
 

@@ -58,6 +58,8 @@ PARAM_NAMES = [
     "split_every",
     "persist",
     "init_sample_size",
+    "scale",
+    "log1p",
 ]
 NOT_FITTED = (
     "This GaussianMixture instance is not fitted yet. Call 'fit' with appropriate "
@@ -176,6 +178,8 @@ def test_get_params_lists_every_constructor_argument_with_its_default():
         "split_every": 16,
         "persist": "auto",
         "init_sample_size": 50_000,
+        "scale": "none",
+        "log1p": None,
     }
     # Same names and defaults as scikit-learn for every parameter they share.
     sk_params = SklearnGaussianMixture().get_params()
