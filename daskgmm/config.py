@@ -364,11 +364,6 @@ class JobConfig(_Block):
                 "output.checkpoint is for pipeline: cluster (a sweep is not "
                 "checkpointed; it costs about one fit)"
             )
-        if self.output.checkpoint and self.model.n_init > 1:
-            raise ValueError(
-                "output.checkpoint works with model.n_init: 1 (restarts are not "
-                "checkpointed yet)"
-            )
         return self
 
 

@@ -347,8 +347,17 @@ class GaussianMixture:
         return self.predict(X)
 
     def _fit(
-        self, X: Any, callback: Callable | None = None, sample_weight: Any = None
+        self,
+        X: Any,
+        callback: Callable | None = None,
+        sample_weight: Any = None,
+        *,
+        resume: list[RunResult] | None = None,
+        on_state: Callable[[int, RunResult], None] | None = None,
     ) -> None:
+        """Fit; ``resume`` continues the runs of a checkpoint (in the fitted space,
+        as ``on_state`` receives them after every iteration) instead of starting
+        new ones, ending with the same model as an uninterrupted fit."""
         self._check_params()
         data = check_input(X, min_samples=2)
         self._check_n_samples(data.n_samples)
@@ -362,7 +371,9 @@ class GaussianMixture:
             if sample_weight is not None:
                 weights = _aligned_weights(sample_weight, array, data)
             passes = DataPasses(array, self.split_every, weights=weights)
-            best, space = self._fit_runs(passes, data, inits, callback, log1p)
+            best, space = self._fit_runs(
+                passes, data, inits, callback, log1p, resume=resume, on_state=on_state
+            )
         self._set_fitted(best, data, space.scaling, space.shift)
 
     def _check_n_samples(self, n_samples: int | None) -> None:
@@ -379,6 +390,9 @@ class GaussianMixture:
         inits: dict,
         callback: Callable | None = None,
         log1p: tuple[int, ...] = (),
+        *,
+        resume: list[RunResult] | None = None,
+        on_state: Callable[[int, RunResult], None] | None = None,
     ) -> tuple[RunResult, _FitSpace]:
         """The ``n_init`` restarts, batched: every pass advances all of them.
 
@@ -391,14 +405,23 @@ class GaussianMixture:
         rng = check_random_state(self.random_state) if do_init else None
         need_sample = do_init and any(v is None for v in inits.values())
         space = self._fit_space(passes, data, log1p, rng if need_sample else None)
-        if do_init:
+        reseed_rows = None if space.sample is None else space.sample.rows
+        if resume is not None:
+            runs = [
+                self._resumed_run(state, i, reseed_rows)
+                for i, state in enumerate(resume)
+            ]
+        elif do_init:
             inits = space.scaled_inits(inits, self.covariance_type)
             plans = [self._plan(space.sample, rng) for _ in range(self.n_init)]
             starts = [
                 self._with_inits(params, inits)
                 for params in run_plans(space.passes, plans)
             ]
-            runs = [self._new_run(start, -np.inf, i) for i, start in enumerate(starts)]
+            runs = [
+                self._new_run(start, -np.inf, i, reseed_rows)
+                for i, start in enumerate(starts)
+            ]
         else:
             runs = [self._new_run(*self._warm_start(space), 0)]
         if self.max_iter == 0:
@@ -409,7 +432,9 @@ class GaussianMixture:
             runs,
             verbose_interval=self.verbose_interval,
             on_pass=self._check_n_samples,
-            on_iteration=space.reporting(callback, self.covariance_type),
+            on_iteration=_both(
+                space.reporting(callback, self.covariance_type), on_state
+            ),
         )
         best: RunResult | None = None
         for i, run in enumerate(runs):
@@ -514,7 +539,15 @@ class GaussianMixture:
         )
         return Parameters(*mapped), self.lower_bound_ - space.shift
 
-    def _new_run(self, start: Parameters, lower_bound: float, index: int) -> Run:
+    def _new_run(
+        self,
+        start: Parameters,
+        lower_bound: float,
+        index: int,
+        reseed_rows: np.ndarray | None = None,
+    ) -> Run:
+        """An EM run; ``reseed_rows`` (the scaled initialisation sample) re-seed
+        components that lose all their rows."""
         label = f"[init {index}] " if self.n_init > 1 else ""
         return Run(
             start,
@@ -524,7 +557,18 @@ class GaussianMixture:
             self.max_iter,
             lower_bound,
             label,
+            reseed_rows=reseed_rows,
         )
+
+    def _resumed_run(
+        self, state: RunResult, index: int, reseed_rows: np.ndarray | None
+    ) -> Run:
+        """A run continuing from a checkpointed state (in the fitted space)."""
+        run = self._new_run(state.params, state.lower_bound, index, reseed_rows)
+        run.history = list(state.lower_bounds)
+        run.n_iter = state.n_iter
+        run.converged = state.converged
+        return run
 
     def _draw_sample(
         self, passes: DataPasses, data: Data, rng: np.random.RandomState
@@ -948,6 +992,21 @@ class _FitSpace:
             callback(index, self.to_original(state, covariance_type))
 
         return report
+
+
+def _both(
+    first: Callable | None, second: Callable | None
+) -> Callable[[int, RunResult], None] | None:
+    """One per-iteration callback calling ``first`` then ``second`` (either may be
+    None)."""
+    if first is None or second is None:
+        return first or second
+
+    def both(index: int, state: RunResult) -> None:
+        first(index, state)
+        second(index, state)
+
+    return both
 
 
 def _check_log1p_param(log1p: Any) -> None:

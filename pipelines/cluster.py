@@ -10,7 +10,6 @@ import numpy as np
 
 from daskgmm import GaussianMixture
 from daskgmm._em import RunResult
-from daskgmm._validation import fit_dtype
 from daskgmm.checkpoint import Checkpoint, State, fingerprint
 from daskgmm.config import JobConfig
 from daskgmm.io import atomic_path
@@ -110,7 +109,12 @@ def _checkpoint(config: JobConfig) -> Checkpoint:
     numeric = config.model.model_dump(
         exclude={"verbose", "verbose_interval", "persist"}
     )
-    job = fingerprint(config.pipeline, config.data.model_dump(), numeric)
+    job = fingerprint(
+        config.pipeline,
+        config.data.model_dump(),
+        numeric,
+        config.features.model_dump(),
+    )
     return Checkpoint(config.output.directory + ".checkpoint", job)
 
 
@@ -124,8 +128,10 @@ def _fit(
 ) -> GaussianMixture:
     """Fit, writing a checkpoint after every iteration; resume from it if asked.
 
-    A resumed fit warm-starts from the checkpointed parameters and lower bound, so
-    it continues exactly where the killed one was and ends with the same model.
+    The checkpoint holds every restart's EM state (parameters in the space the fit
+    runs in, iteration count, lower bounds); a resumed fit redoes the first pass
+    (moments, initialisation sample) and continues every run exactly where it was,
+    so it ends with the same model as an uninterrupted fit.
     """
     model = GaussianMixture(**model_params(config))
     if checkpoint is None:
@@ -137,35 +143,33 @@ def _fit(
         )
     if not resume:
         checkpoint.remove()
-    offset, history = (done.n_iter, done.lower_bounds) if done else (0, [])
+    if done is not None and len(done) != model.n_init:
+        raise JobError(
+            f"checkpoint {checkpoint.path} holds {len(done)} runs for model.n_init "
+            f"{model.n_init}; remove it and run without --resume"
+        )
+    states = {} if done is None else dict(enumerate(done))
 
     def record(init: int, state: RunResult) -> None:
-        if progress is not None:
-            progress(init, state)
-        checkpoint.write(
-            State(
-                state.params,
-                offset + state.n_iter,
-                history + state.lower_bounds,
-                state.converged,
-            )
+        states[init] = State(
+            state.params, state.n_iter, list(state.lower_bounds), state.converged
         )
+        # Written once every run has a state: after the first pass, always.
+        if len(states) == model.n_init:
+            checkpoint.write([states[i] for i in range(model.n_init)])
 
-    if done is None:
-        return model.fit(X, sample_weight=weights, iteration_callback=record)
-    logger.info("resuming after iteration %d from %s", done.n_iter, checkpoint.path)
-    model._restore(
-        RunResult(done.params, done.converged, done.n_iter, history[-1], history),
-        n_features=X.shape[1],
-        dtype=fit_dtype(X.dtype),
-    )
-    remaining = config.model.max_iter - done.n_iter
-    if done.converged or remaining <= 0:
-        return model
-    model.set_params(warm_start=True, max_iter=remaining)
-    model.fit(X, sample_weight=weights, iteration_callback=record)
-    model.n_iter_ += done.n_iter
-    model.lower_bounds_ = history + model.lower_bounds_
-    return model.set_params(
-        warm_start=config.model.warm_start, max_iter=config.model.max_iter
-    )
+    resumed = None
+    if done is not None:
+        logger.info(
+            "resuming after iteration %d from %s",
+            max(s.n_iter for s in done),
+            checkpoint.path,
+        )
+        resumed = [
+            RunResult(
+                s.params, s.converged, s.n_iter, s.lower_bounds[-1], s.lower_bounds
+            )
+            for s in done
+        ]
+    model._fit(X, progress, weights, resume=resumed, on_state=record)
+    return model

@@ -39,7 +39,7 @@ def test_checkpoint_round_trip_keeps_only_the_last_state(tmp_path):
     assert ckpt.read() is None
     for n in (1, 2, 3):
         ckpt.write(_state(n, seed=n))
-    got = ckpt.read()
+    (got,) = ckpt.read()
     want = _state(3, seed=3)
     assert got.n_iter == 3
     assert got.lower_bounds == want.lower_bounds
@@ -48,6 +48,18 @@ def test_checkpoint_round_trip_keeps_only_the_last_state(tmp_path):
             getattr(got.params, name), getattr(want.params, name)
         )
     assert sorted(os.listdir(tmp_path / "ck")) == ["state-3.npz", "state.json"]
+
+
+def test_checkpoint_holds_every_restart(tmp_path):
+    ckpt = Checkpoint(str(tmp_path / "ck"), "job-a")
+    ckpt.write([_state(4, seed=1), _state(2, seed=2), _state(3, seed=3)])
+    got = ckpt.read()
+    assert [s.n_iter for s in got] == [4, 2, 3]
+    for state, seed in zip(got, (1, 2, 3), strict=True):
+        want = _state(state.n_iter, seed=seed)
+        assert state.lower_bounds == want.lower_bounds
+        np.testing.assert_array_equal(state.params.means, want.params.means)
+    assert json.loads((tmp_path / "ck" / "state.json").read_text())["n_iter"] == 4
 
 
 def test_checkpoint_of_another_job_or_damaged_is_refused(tmp_path):
@@ -86,21 +98,30 @@ JOB = [
 ]
 
 
-def _run_args(out: Path) -> list[str]:
-    return ["run", str(DEMO), *JOB, "--set", f"output.directory={out}"]
+def _run_args(out: Path, n_init: int = 1) -> list[str]:
+    return [
+        "run",
+        str(DEMO),
+        *JOB,
+        "--set",
+        f"output.directory={out}",
+        "--set",
+        f"model.n_init={n_init}",
+    ]
 
 
 @pytest.mark.filterwarnings("ignore::daskgmm.ConvergenceWarning")
-def test_killed_job_resumes_to_the_same_model(tmp_path):
+@pytest.mark.parametrize("n_init", [1, 2])
+def test_killed_job_resumes_to_the_same_model(tmp_path, n_init):
     reference = tmp_path / "reference"
-    result = daskgmm_cmd(*_run_args(reference), "--quiet")
+    result = daskgmm_cmd(*_run_args(reference, n_init), "--quiet")
     assert result.returncode == 0, result.stderr
     assert not Path(f"{reference}.checkpoint").exists()  # removed after success
 
     out = tmp_path / "killed"
     state_file = Path(f"{out}.checkpoint") / "state.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daskgmm.cli", *_run_args(out), "--quiet"],
+        [sys.executable, "-m", "daskgmm.cli", *_run_args(out, n_init), "--quiet"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -122,7 +143,7 @@ def test_killed_job_resumes_to_the_same_model(tmp_path):
     killed_at = json.loads(state_file.read_text())["n_iter"]
     assert 3 <= killed_at < 25
 
-    result = daskgmm_cmd(*_run_args(out), "--resume")
+    result = daskgmm_cmd(*_run_args(out, n_init), "--resume")
     assert result.returncode == 0, result.stderr
     assert f"resuming after iteration {killed_at}" in result.stderr
     resumed, uninterrupted = (daskgmm.load(str(p / "model")) for p in (out, reference))
@@ -144,16 +165,3 @@ def test_resume_without_checkpoint_fails_clearly(tmp_path):
         in result.stderr
     )
     assert not out.exists()
-
-
-def test_checkpoint_with_restarts_is_a_config_error(tmp_path):
-    result = daskgmm_cmd(
-        "validate",
-        str(DEMO),
-        "--set",
-        "output.checkpoint=true",
-        "--set",
-        "model.n_init=3",
-    )
-    assert result.returncode == 2
-    assert "output.checkpoint works with model.n_init: 1" in result.stderr
