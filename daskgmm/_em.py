@@ -61,8 +61,11 @@ class DataPasses:
         split_every: int,
         name: str = "X",
         weights: da.Array | None = None,
+        nan_policy: str = "raise",
     ) -> None:
         self.X = X
+        self.nan_policy = nan_policy
+        self.n_omitted = 0
         self.weights = weights
         self.weight_sources = None if weights is None else block_sources(weights)
         self.split_every = split_every
@@ -139,11 +142,19 @@ class DataPasses:
                 f"sample_weight has {result['n_bad_weights']} negative, NaN or infinite "
                 "value(s); weights must be finite and >= 0"
             )
+        n_bad = result.get("n_bad", 0)
+        if n_bad and self.nan_policy == "omit":
+            self.n_omitted = n_bad
+            if n_bad >= result["n"]:
+                raise ValueError(
+                    f"every row of {self.name} ({n_bad}) has NaN or infinity; "
+                    "nothing is left to fit with nan_policy='omit'"
+                )
         if "w" in result and result["n"] > 0 and not result["w"] > 0:
             raise ValueError(
                 "sample_weight sums to 0; give at least one row a positive weight"
             )
-        if not result.get("n_bad"):
+        if not n_bad or self.nan_policy == "omit":
             return
         block, row = result["first_bad"]
         if self._row_offsets is not None:

@@ -512,12 +512,28 @@ def _row_weights(weights: np.ndarray | None, n: int, stats: dict) -> np.ndarray 
     return w
 
 
-def _note_bad_rows(stats: dict, ok: np.ndarray, start: int, block_index: int) -> None:
+def _note_bad_rows(
+    stats: dict,
+    ok: np.ndarray,
+    start: int,
+    block_index: int,
+    weights: np.ndarray | None = None,
+) -> None:
+    """Count the rows of a sub-block (from ``start``) without a finite density.
+
+    Their weight (1 each when ``weights`` is None) leaves the total ``stats["w"]``,
+    so totals describe the rows used (``nan_policy="omit"``).
+    """
     n_bad = int(ok.size - np.count_nonzero(ok))
     if n_bad:
         stats["n_bad"] += n_bad
         if stats["first_bad"] is None:
             stats["first_bad"] = (block_index, start + int(np.argmin(ok)))
+        if "w" in stats:
+            if weights is None:
+                stats["w"] -= n_bad
+            else:
+                stats["w"] -= float(weights[start : start + ok.size][~ok].sum())
 
 
 def _centred(xb: np.ndarray, center: np.ndarray) -> np.ndarray:
@@ -565,7 +581,7 @@ def estep_block(
         resp = _weighted_log_prob(x0, kp)
         lse, ok = _normalize_in_place(resp)
         if not ok.all():
-            _note_bad_rows(stats, ok, start, block_index)
+            _note_bad_rows(stats, ok, start, block_index, w)
             x0[~ok] = 0.0
         if w is None:
             loglik += float(lse.sum())
@@ -610,7 +626,7 @@ def hard_assign_block(
         dist = z.sum(axis=2)
         ok = np.isfinite(dist).all(axis=1)
         if not ok.all():
-            _note_bad_rows(stats, ok, start, block_index)
+            _note_bad_rows(stats, ok, start, block_index, w)
             x0[~ok] = 0.0
         resp = _scratch("resp", (b, k))
         resp[:] = 0.0
@@ -651,7 +667,7 @@ def random_resp_block(
         resp /= resp.sum(axis=1, keepdims=True)
         ok = np.isfinite(x0).all(axis=1)
         if not ok.all():
-            _note_bad_rows(stats, ok, start, block_index)
+            _note_bad_rows(stats, ok, start, block_index, w)
             x0[~ok] = 0.0
             resp[~ok] = 0.0
         if w is not None:
@@ -740,24 +756,37 @@ def _row_offset(block_info: dict | None) -> int | None:
 
 @_quiet
 def _per_row(
-    X: np.ndarray, kp: KernelParams, what: str, block_info: dict | None = None
+    X: np.ndarray,
+    kp: KernelParams,
+    what: str,
+    block_info: dict | None = None,
+    nan_policy: str = "raise",
 ) -> np.ndarray:
+    """Labels, responsibilities or log-densities of the rows of a block.
+
+    Rows without a finite density raise the NaN/inf error, or with
+    ``nan_policy="omit"`` get label -1 and NaN responsibilities / log-density.
+    """
     n, d = X.shape
     k = kp.n_components
     out = np.empty((n, k) if what == "proba" else (n,), dtype=np.float64)
     rows = subblock_rows(k, d)
     stats = {"n_bad": 0, "first_bad": None}
+    missing = -1.0 if what == "label" else np.nan
     for start in range(0, n, rows):
         x0 = _centred(X[start : start + rows], kp.center)
         lp = _weighted_log_prob(x0, kp)
+        part = out[start : start + rows]
         if what == "label":
             ok = np.isfinite(lp.max(axis=1))
-            out[start : start + rows] = lp.argmax(axis=1)
+            part[:] = lp.argmax(axis=1)
         else:
             lse, ok = _normalize_in_place(lp)
-            out[start : start + rows] = lp if what == "proba" else lse
+            part[:] = lp if what == "proba" else lse
         _note_bad_rows(stats, ok, start, 0)
-    if stats["n_bad"]:
+        if nan_policy == "omit" and not ok.all():
+            part[~ok] = missing
+    if stats["n_bad"] and nan_policy != "omit":
         offset = _row_offset(block_info)
         row = stats["first_bad"][1]
         if offset is None:
@@ -772,10 +801,14 @@ def _per_row(
 
 
 def predict_block(
-    X: np.ndarray, kp: KernelParams, block_info: dict | None = None
+    X: np.ndarray,
+    kp: KernelParams,
+    block_info: dict | None = None,
+    nan_policy: str = "raise",
 ) -> np.ndarray:
-    """Index of the most probable component per row, int64 (n,)."""
-    return _per_row(X, kp, "label", block_info).astype(np.int64)
+    """Index of the most probable component per row, int64 (n,); -1 for rows
+    omitted under ``nan_policy="omit"``."""
+    return _per_row(X, kp, "label", block_info, nan_policy).astype(np.int64)
 
 
 def predict_proba_block(
@@ -783,9 +816,12 @@ def predict_proba_block(
     kp: KernelParams,
     out_dtype: Any = np.float64,
     block_info: dict | None = None,
+    nan_policy: str = "raise",
 ) -> np.ndarray:
     """Responsibilities (n, K)."""
-    return _per_row(X, kp, "proba", block_info).astype(out_dtype, copy=False)
+    return _per_row(X, kp, "proba", block_info, nan_policy).astype(
+        out_dtype, copy=False
+    )
 
 
 def score_samples_block(
@@ -793,9 +829,12 @@ def score_samples_block(
     kp: KernelParams,
     out_dtype: Any = np.float64,
     block_info: dict | None = None,
+    nan_policy: str = "raise",
 ) -> np.ndarray:
     """Log-density of each row under the mixture (n,)."""
-    return _per_row(X, kp, "score", block_info).astype(out_dtype, copy=False)
+    return _per_row(X, kp, "score", block_info, nan_policy).astype(
+        out_dtype, copy=False
+    )
 
 
 @_quiet
@@ -817,7 +856,7 @@ def loglik_block(
         x0 = _centred(X[start : start + rows], kp.center)
         lse, ok = _normalize_in_place(_weighted_log_prob(x0, kp))
         if not ok.all():
-            _note_bad_rows(stats, ok, start, block_index)
+            _note_bad_rows(stats, ok, start, block_index, w)
         stats["loglik"] += float(
             lse.sum() if w is None else lse @ w[start : start + rows]
         )
@@ -842,7 +881,8 @@ def raise_non_finite(n_bad: int, name: str, context: str) -> None:
     """Raise the one-line error for rows with NaN, infinity or overflowing values."""
     raise ValueError(
         f"Input {name} contains NaN or infinity (or values too large for float64) in "
-        f"{n_bad} row(s){context}; drop or impute those rows before fitting or predicting"
+        f"{n_bad} row(s){context}; drop or impute those rows before fitting or predicting "
+        "(or leave them out with nan_policy='omit')"
     )
 
 
@@ -887,7 +927,7 @@ def sample_block(
     if not ok.all():
         # A row sum may overflow with finite entries: confirm on those rows only.
         ok[~ok] = np.isfinite(X[~ok]).all(axis=1)
-        _note_bad_rows(stats, ok, 0, block_index)
+        _note_bad_rows(stats, ok, 0, block_index, w)
         keys[~ok] = 2.0
     picked = np.flatnonzero(keys < rate)
     if picked.size > size:

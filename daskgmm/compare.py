@@ -244,7 +244,11 @@ def compare_with_kmeans(
 
     data = model._check_predict_input(X)
     array = data.array if data.is_dask else _numpy_to_dask(data.array)
-    passes = DataPasses(array, getattr(model, "split_every", 16))
+    passes = DataPasses(
+        array,
+        getattr(model, "split_every", 16),
+        nan_policy=getattr(model, "nan_policy", "raise"),
+    )
     return compare_passes(
         model, passes, random_state=random_state, threshold=threshold, max_iter=max_iter
     )

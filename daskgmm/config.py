@@ -108,6 +108,7 @@ class ModelConfig(_Block):
     split_every: int = Field(16, ge=2)
     persist: Literal["auto", True, False] = "auto"
     init_sample_size: int = Field(50_000, gt=0)
+    nan_policy: Literal["raise", "omit"] = "raise"
 
 
 class TLSConfig(_Block):

@@ -295,6 +295,8 @@ def fit_metrics(
     n_params = model._n_parameters()
     return {
         "n_samples": totals["n"],
+        # Rows left out of the fit for NaN or inf (model.nan_policy: omit).
+        "n_omitted": int(getattr(model, "n_omitted_", 0)),
         "total_weight": n,
         "n_features": int(model.n_features_in_),
         "n_components": int(model.n_components),

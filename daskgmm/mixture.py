@@ -59,6 +59,7 @@ from daskgmm.exceptions import ConvergenceWarning, NotFittedError
 logger = logging.getLogger("daskgmm")
 
 PERSIST_OPTIONS = ("auto", True, False)
+NAN_POLICIES = ("raise", "omit")
 # Rows with NumPy input below which predictions run in the calling thread.
 _DIRECT_ROWS = 100_000
 # Target bytes of one row block when NumPy input is split for the fit.
@@ -120,6 +121,12 @@ class GaussianMixture:
     log1p : list of int or str, default=None
         Columns (indices, or names when fitted on a DataFrame) replaced by
         ``log1p(x)`` before the scaling; their values must be > -1.
+    nan_policy : {'raise', 'omit'}, default='raise'
+        Rows with NaN or infinity: 'raise' refuses them (naming how many and the
+        first); 'omit' leaves them out of the fit and of score/bic/aic (the number
+        left out of the fit is ``n_omitted_``), and gives them label -1 and NaN
+        responsibilities and log-densities in predict, predict_proba and
+        score_samples.
 
     Attributes
     ----------
@@ -137,6 +144,8 @@ class GaussianMixture:
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame with string column names.
+    n_omitted_ : int
+        Rows left out of the fit for NaN or infinity (``nan_policy='omit'``).
     scaling_ : daskgmm._preprocess.Scaling
         The fitted preprocessing ``z = (f(x) - offset) / scale``: method, ``log1p``
         columns (as indices), ``offset`` and ``scale``. The identity when
@@ -187,6 +196,7 @@ class GaussianMixture:
         init_sample_size: int = 50_000,
         scale: str = "none",
         log1p: Any = None,
+        nan_policy: str = "raise",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -207,6 +217,7 @@ class GaussianMixture:
         self.init_sample_size = init_sample_size
         self.scale = scale
         self.log1p = log1p
+        self.nan_policy = nan_policy
 
     # ------------------------------------------------------------------ params
 
@@ -282,6 +293,7 @@ class GaussianMixture:
         P.check_method(self.scale)
         _check_log1p_param(self.log1p)
         P.check_covariance_type(self.scale, self.covariance_type)
+        check_option(self.nan_policy, "nan_policy", NAN_POLICIES)
 
     def _check_inits(self, n_features: int) -> dict[str, np.ndarray | None]:
         k, ctype = self.n_components, self.covariance_type
@@ -363,18 +375,26 @@ class GaussianMixture:
         self._check_n_samples(data.n_samples)
         log1p = _log1p_columns(self.log1p, data)
         inits = self._check_inits(data.n_features)
-        if not data.is_dask:
+        if not data.is_dask and self.nan_policy == "raise":
             _raise_if_non_finite(data.array)
         with _verbose_logging(self.verbose), _one_blas_thread_per_task():
             array = _fit_array(data, self.persist)
             weights = None
             if sample_weight is not None:
                 weights = _aligned_weights(sample_weight, array, data)
-            passes = DataPasses(array, self.split_every, weights=weights)
+            passes = DataPasses(
+                array, self.split_every, weights=weights, nan_policy=self.nan_policy
+            )
             best, space = self._fit_runs(
                 passes, data, inits, callback, log1p, resume=resume, on_state=on_state
             )
         self._set_fitted(best, data, space.scaling, space.shift)
+        self.n_omitted_ = space.passes.n_omitted
+        if self.n_omitted_:
+            logger.warning(
+                "nan_policy='omit': %d row(s) with NaN or infinity left out of the fit",
+                self.n_omitted_,
+            )
 
     def _check_n_samples(self, n_samples: int | None) -> None:
         if n_samples is not None and n_samples < self.n_components:
@@ -497,6 +517,7 @@ class GaussianMixture:
             passes.split_every,
             passes.name,
             weights=passes.weights,
+            nan_policy=passes.nan_policy,
         )
         scaled.n_passes = passes.n_passes
         # Mean log-Jacobian of the fitted rows: log p_x = log p_z + this, on average.
@@ -683,6 +704,7 @@ class GaussianMixture:
         self.lower_bounds_ = lower_bounds
         self.scaling_ = scaling
         self.n_features_in_ = data.n_features
+        self.n_omitted_ = 0
         if data.feature_names is not None:
             self.feature_names_in_ = data.feature_names
         elif hasattr(self, "feature_names_in_"):
@@ -746,7 +768,9 @@ class GaussianMixture:
             "proba": (K.predict_proba_block, self.n_components, out_dtype),
             "score": (K.score_samples_block, None, out_dtype),
         }[what]
-        kwargs = {} if what == "label" else {"out_dtype": out_dtype}
+        kwargs: dict[str, Any] = {"nan_policy": self.nan_policy}
+        if what != "label":
+            kwargs["out_dtype"] = out_dtype
         scaling = self._scaling()
         if scaling is None:
             kp = self._kernel_params()
@@ -762,7 +786,8 @@ class GaussianMixture:
                 dtype=dtype,
                 **kwargs,
             )
-        _raise_if_non_finite(data.array)
+        if self.nan_policy == "raise":
+            _raise_if_non_finite(data.array)
         if data.n_samples <= _DIRECT_ROWS:
             return kernel(data.array, kp, **kwargs)
         array = _numpy_to_dask(data.array)
@@ -811,13 +836,15 @@ class GaussianMixture:
             kernel, params = K.loglik_block, self._kernel_params()
         else:
             kernel, params = _scaled_loglik_block, (scaling, self._fit_kernel_params())
-        if not data.is_dask:
+        if not data.is_dask and self.nan_policy == "raise":
             _raise_if_non_finite(data.array)
         array = data.array if data.is_dask else _numpy_to_dask(data.array)
         weights = None
         if sample_weight is not None:
             weights = _aligned_weights(sample_weight, array, data)
-        passes = DataPasses(array, self.split_every, weights=weights)
+        passes = DataPasses(
+            array, self.split_every, weights=weights, nan_policy=self.nan_policy
+        )
         with _one_blas_thread_per_task():
             result = passes.run(kernel, params, "score", K.combine_loglik)
         return {
@@ -1073,6 +1100,7 @@ def _scaled_rows_block(
     spec: tuple,
     out_dtype: Any = np.float64,
     block_info: dict | None = None,
+    nan_policy: str = "raise",
 ) -> np.ndarray:
     """Labels, responsibilities or log-densities (``spec[2]``) of original rows.
 
@@ -1083,10 +1111,10 @@ def _scaled_rows_block(
     scaling, kp, what = spec
     Z = P.transform_block(X, scaling, np.float64, block_info)
     if what == "label":
-        return K.predict_block(Z, kp, block_info)
+        return K.predict_block(Z, kp, block_info, nan_policy)
     if what == "proba":
-        return K.predict_proba_block(Z, kp, out_dtype, block_info)
-    log_density = K.score_samples_block(Z, kp, np.float64, block_info)
+        return K.predict_proba_block(Z, kp, out_dtype, block_info, nan_policy)
+    log_density = K.score_samples_block(Z, kp, np.float64, block_info, nan_policy)
     log_density += P.log_abs_det(scaling)
     log_density += P.log_jacobian_block(X, scaling, block_info)
     return log_density.astype(out_dtype, copy=False)
@@ -1104,6 +1132,9 @@ def _scaled_loglik_block(
     scaling, kp = spec
     stats = K.loglik_block(P.transform_block(X, scaling), kp, block_index, weights)
     jacobian = P.log_jacobian_block(X, scaling) + P.log_abs_det(scaling)
+    # Rows left out (no finite density: NaN or inf) contribute nothing.
+    used = np.isfinite(jacobian) & np.isfinite(X).all(axis=1)
+    jacobian = np.where(used, jacobian, 0.0)
     if weights is None:
         stats["loglik"] += float(jacobian.sum())
     else:

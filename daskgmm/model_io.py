@@ -66,7 +66,7 @@ SCALED_ARRAYS = {
 }
 # Parameters left out of model.json at their default, so that files of models
 # without preprocessing stay as they were (and readable by older versions).
-_OMITTED_DEFAULTS = {"scale": "none", "log1p": None}
+_OMITTED_DEFAULTS = {"scale": "none", "log1p": None, "nan_policy": "raise"}
 FIT_DTYPES = ("float32", "float64")
 _NON_FINITE = ("inf", "-inf", "nan")
 _CORRUPT = "the model file is corrupt"
@@ -258,6 +258,8 @@ def _fitted_section(model: GaussianMixture) -> dict[str, Any]:
     }
     if model._scaling() is not None:
         section["scaled_lower_bound_"] = _encode_float(model._scaled_lower_bound_)
+    if getattr(model, "n_omitted_", 0):
+        section["n_omitted_"] = int(model.n_omitted_)
     return section
 
 
@@ -633,6 +635,10 @@ def _decode_fitted(section: Mapping[str, Any]) -> dict[str, Any]:
     }
     if "scaled_lower_bound_" in section:
         fitted["scaled_lower_bound_"] = _decode_float(section["scaled_lower_bound_"])
+    omitted = section.get("n_omitted_", 0)
+    if not _is_int(omitted, 0):
+        raise ValueError(f"n_omitted_ must be an int >= 0, got {omitted!r}")
+    fitted["n_omitted_"] = omitted
     return fitted
 
 

@@ -224,14 +224,16 @@ def select_model(
         candidates.append(_Candidate(model, check_random_state(seed)))
     first = candidates[0].model
     data = check_input(X, min_samples=2)
-    if not data.is_dask:
+    if not data.is_dask and first.nan_policy == "raise":
         _raise_if_non_finite(data.array)
     with _verbose_logging(first.verbose), _one_blas_thread_per_task():
         array = _fit_array(data, first.persist)
         weights = None
         if sample_weight is not None:
             weights = _aligned_weights(sample_weight, array, data)
-        passes = DataPasses(array, first.split_every, weights=weights)
+        passes = DataPasses(
+            array, first.split_every, weights=weights, nan_policy=first.nan_policy
+        )
         space = first._fit_space(passes, data)
         _sweep(space.passes, candidates, data.n_samples)
         _score(space, candidates, data)

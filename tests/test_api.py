@@ -60,6 +60,7 @@ PARAM_NAMES = [
     "init_sample_size",
     "scale",
     "log1p",
+    "nan_policy",
 ]
 NOT_FITTED = (
     "This GaussianMixture instance is not fitted yet. Call 'fit' with appropriate "
@@ -180,6 +181,7 @@ def test_get_params_lists_every_constructor_argument_with_its_default():
         "init_sample_size": 50_000,
         "scale": "none",
         "log1p": None,
+        "nan_policy": "raise",
     }
     # Same names and defaults as scikit-learn for every parameter they share.
     sk_params = SklearnGaussianMixture().get_params()

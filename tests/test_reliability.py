@@ -235,3 +235,127 @@ def test_a_config_cannot_name_code_to_run(tmp_path):
     result = daskgmm_cmd("validate", str(config))
     assert result.returncode == 2
     assert "pipeline: Input should be 'cluster'" in result.stderr
+
+
+###############################################################################
+# nan_policy="omit": rows with NaN or infinity left out, and counted
+
+
+def _with_bad_rows(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.RandomState(seed)
+    X = np.vstack([rng.randn(700, 3), rng.randn(700, 3) + 5.0])
+    bad = np.sort(rng.choice(len(X), 37, replace=False))
+    X[bad[:20], rng.randint(0, 3, 20)] = np.nan
+    X[bad[20:30], 0] = np.inf
+    X[bad[30:], 2] = -np.inf
+    return X, bad
+
+
+def _given_start(d: int = 3) -> dict:
+    return dict(
+        weights_init=[0.5, 0.5],
+        means_init=[[0.5] * d, [4.0] * d],
+        precisions_init=np.stack([np.eye(d)] * 2),
+    )
+
+
+@pytest.mark.parametrize("scale", ["none", "standard"])
+@pytest.mark.parametrize("use_dask", [False, True])
+def test_omit_fits_the_finite_rows_only(use_dask, scale):
+    X, bad = _with_bad_rows()
+    clean = np.delete(X, bad, axis=0)
+    data = da.from_array(X, chunks=(333, 3)) if use_dask else X
+    kwargs = dict(tol=1e-8, max_iter=50, scale=scale, **_given_start())
+    gm = GaussianMixture(2, nan_policy="omit", **kwargs).fit(data)
+    ref = GaussianMixture(2, **kwargs).fit(clean)
+    assert gm.n_omitted_ == 37
+    assert gm.n_iter_ == ref.n_iter_
+    for name in FITTED:
+        np.testing.assert_allclose(
+            getattr(gm, name), getattr(ref, name), rtol=1e-9, atol=1e-12
+        )
+    np.testing.assert_allclose(gm.lower_bound_, ref.lower_bound_, rtol=1e-10)
+    # score, bic: over the finite rows, with their count as the sample size.
+    np.testing.assert_allclose(gm.score(data), ref.score(clean), rtol=1e-10)
+    np.testing.assert_allclose(gm.bic(data), ref.bic(clean), rtol=1e-10)
+
+
+def test_omit_gives_omitted_rows_label_minus_one_and_nan():
+    X, bad = _with_bad_rows(1)
+    gm = GaussianMixture(2, nan_policy="omit", random_state=0).fit(X)
+    labels = gm.predict(X)
+    proba = gm.predict_proba(X)
+    dens = gm.score_samples(X)
+    good = np.setdiff1d(np.arange(len(X)), bad)
+    assert (labels[bad] == -1).all()
+    assert np.isnan(proba[bad]).all() and np.isnan(dens[bad]).all()
+    np.testing.assert_array_equal(labels[good], gm.predict(X[good]))
+    np.testing.assert_allclose(dens[good], gm.score_samples(X[good]), rtol=1e-12)
+    lazy = gm.predict(da.from_array(X, chunks=(400, 3))).compute()
+    np.testing.assert_array_equal(lazy, labels)
+
+
+def test_omit_with_weights_leaves_out_the_rows_and_their_weights():
+    X, bad = _with_bad_rows(2)
+    w = np.random.RandomState(2).randint(1, 4, size=len(X)).astype(float)
+    good = np.setdiff1d(np.arange(len(X)), bad)
+    kwargs = dict(tol=1e-8, **_given_start())
+    gm = GaussianMixture(2, nan_policy="omit", **kwargs).fit(X, sample_weight=w)
+    ref = GaussianMixture(2, **kwargs).fit(X[good], sample_weight=w[good])
+    np.testing.assert_allclose(gm.means_, ref.means_, rtol=1e-9)
+    np.testing.assert_allclose(
+        gm.bic(X, sample_weight=w), ref.bic(X[good], sample_weight=w[good]), rtol=1e-10
+    )
+
+
+def test_omit_with_nothing_left_is_an_error():
+    X = np.full((50, 2), np.nan)
+    with pytest.raises(ValueError, match=r"every row of X .* has NaN or infinity"):
+        GaussianMixture(2, nan_policy="omit", **_given_start(2)).fit(X)
+
+
+def test_raise_is_the_default_and_points_to_omit():
+    X, _ = _with_bad_rows()
+    with pytest.raises(ValueError, match=r"in 37 row\(s\).*nan_policy='omit'"):
+        GaussianMixture(2).fit(X)
+    with pytest.raises(
+        ValueError, match="The 'nan_policy' parameter of GaussianMixture must be one of"
+    ):
+        GaussianMixture(2, nan_policy="drop").fit(X)
+
+
+def test_omit_is_saved_with_the_model(tmp_path):
+    import daskgmm
+
+    X, bad = _with_bad_rows(3)
+    gm = GaussianMixture(2, nan_policy="omit", random_state=0).fit(X)
+    gm.save(str(tmp_path / "model"))
+    loaded = daskgmm.load(str(tmp_path / "model"))
+    assert loaded.nan_policy == "omit" and loaded.n_omitted_ == 37
+    np.testing.assert_array_equal(loaded.predict(X), gm.predict(X))
+    assert (loaded.predict(X)[bad] == -1).all()
+
+
+def test_a_job_with_nan_policy_omit_runs(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from tests.test_cli import daskgmm_cmd
+
+    X, _ = _with_bad_rows(4)
+    table = pd.DataFrame(X, columns=["a", "b", "c"])
+    table.to_parquet(tmp_path / "t.parquet")
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        "data: {source: parquet, path: t.parquet}\n"
+        "model: {n_components: 2, nan_policy: omit}\n"
+        "output: {directory: out, labels: true}\n"
+        "cluster: {n_workers: 1}\n"
+    )
+    result = daskgmm_cmd("run", str(config), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "37 row(s) with NaN or infinity left out of the fit" in result.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["n_samples"] == len(X)
+    assert metrics["n_omitted"] == 37
