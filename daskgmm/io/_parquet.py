@@ -79,6 +79,14 @@ def check_columns(
         columns = [f.name for f in schema if _is_numeric(f.type)]
         if not columns:
             raise TypeError(f"{where} has no numeric columns")
+        skipped = [f.name for f in schema if not _is_numeric(f.type)]
+        if skipped:
+            logger.warning(
+                "%s: non-numeric column(s) %s left out of the features (name the "
+                "feature columns to choose them)",
+                where,
+                ", ".join(skipped),
+            )
         return columns
     missing = [c for c in columns if c not in names]
     if missing:
