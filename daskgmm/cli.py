@@ -1,4 +1,4 @@
-"""The ``daskgmm`` command: run, validate, predict, info.
+"""The ``daskgmm`` command: run, validate, predict, info, segment.
 
 Exit codes: 0 done; 2 bad configuration or arguments (the message names the field
 path); 1 a run-time failure (one line naming the problem; the traceback only with
@@ -69,7 +69,59 @@ def _parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="describe a saved model")
     info.add_argument("model")
+    _segment_parser(sub)
     return parser
+
+
+def _segment_parser(sub: argparse._SubParsersAction) -> None:
+    """``daskgmm segment IMAGE -k K --out DIR``: a segment_image job without a file."""
+    seg = sub.add_parser(
+        "segment",
+        help="segment the pixels of an image into K regions",
+        description="Segment the pixels of an image with a Gaussian mixture (the "
+        "segment_image pipeline): labels.zarr, preview.png, uncertainty.png, the "
+        "model and summary.json in DIR.",
+    )
+    seg.add_argument(
+        "image",
+        help="TIFF, PNG, JPEG or Zarr image, or skimage:NAME for a photo shipped "
+        "with scikit-image (e.g. skimage:coffee)",
+    )
+    seg.add_argument(
+        "--n-components", "-k", type=int, required=True, help="number of segments"
+    )
+    seg.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    seg.add_argument(
+        "--features", choices=("rgb", "lab", "rgb+xy", "lab+xy"), default="rgb"
+    )
+    seg.add_argument(
+        "--fit-fraction",
+        type=float,
+        default=1.0,
+        help="fit on a uniform sample of this share of the pixels (default: all)",
+    )
+    seg.add_argument(
+        "--covariance-type",
+        choices=("full", "tied", "diag", "spherical"),
+        default="full",
+    )
+    seg.add_argument("--xy-weight", type=float, default=1.0)
+    seg.add_argument("--channels", help="channels to use, e.g. 0,1,2 (default: all)")
+    seg.add_argument("--scale", choices=("dtype", "range"), default="dtype")
+    seg.add_argument(
+        "--nodata", type=float, help="ignore pixels with this value in every channel"
+    )
+    seg.add_argument(
+        "--mask", help="image of the same size whose nonzero pixels are ignored"
+    )
+    seg.add_argument("--array", help="array inside a Zarr group")
+    seg.add_argument("--probabilities", action="store_true", help="also write them")
+    seg.add_argument("--preview-size", type=int, default=2000)
+    seg.add_argument("--max-iter", type=int, default=100)
+    seg.add_argument("--random-state", type=int, default=0)
+    seg.add_argument("--workers", type=int, help="workers of the local dask cluster")
+    seg.add_argument("--overwrite", action="store_true")
+    seg.add_argument("--quiet", action="store_true", help="only warnings and errors")
 
 
 def _configure_logging(debug: bool, quiet: bool) -> None:
@@ -147,6 +199,65 @@ def _progress_bar(config: object, *, enabled: bool) -> Iterator[Callable | None]
         bar.close()
 
 
+def segment_config(args: argparse.Namespace) -> dict:
+    """The raw segment_image job of a ``daskgmm segment`` command line."""
+    import os
+
+    from daskgmm.config import ConfigError
+
+    if args.image.startswith("skimage:"):
+        data = {"source": "sample_image", "name": args.image.partition(":")[2]}
+    else:
+        data = {"source": "image", "path": os.path.abspath(args.image)}
+        if args.array:
+            data["array"] = args.array
+    segment = {
+        "features": args.features,
+        "xy_weight": args.xy_weight,
+        "scale": args.scale,
+        "fit_fraction": args.fit_fraction,
+        "preview_size": args.preview_size,
+        "nodata": args.nodata,
+        "mask": None if args.mask is None else os.path.abspath(args.mask),
+    }
+    if args.channels:
+        try:
+            segment["channels"] = [int(c) for c in args.channels.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--channels {args.channels!r}: expected indices such as 0,1,2"
+            ) from None
+    return {
+        "pipeline": "segment_image",
+        "data": data,
+        "model": {
+            "n_components": args.n_components,
+            "covariance_type": args.covariance_type,
+            "max_iter": args.max_iter,
+            "random_state": args.random_state,
+            "verbose": 0 if args.quiet else 1,
+        },
+        "segment": segment,
+        "cluster": {} if args.workers is None else {"n_workers": args.workers},
+        "output": {
+            "directory": os.path.abspath(args.out),
+            "probabilities": args.probabilities,
+            "overwrite": args.overwrite,
+        },
+    }
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from daskgmm.config import validate
+    from pipelines import PIPELINES
+
+    config = validate(segment_config(args))
+    with _progress_bar(config, enabled=not args.quiet) as progress:
+        result = PIPELINES["segment_image"](config, progress=progress)
+    print(json.dumps(result, indent=2, default=str))
+    return EXIT_OK
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from daskgmm.model_io import load_model_metadata
 
@@ -195,6 +306,7 @@ COMMANDS = {
     "validate": _cmd_validate,
     "predict": _cmd_predict,
     "info": _cmd_info,
+    "segment": _cmd_segment,
 }
 
 

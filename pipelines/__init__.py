@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipelines import cluster, select_model
+from pipelines import cluster, segment_image, select_model
 
 
 def _not_yet(name: str) -> Callable[..., dict]:
@@ -25,6 +25,6 @@ def _not_yet(name: str) -> Callable[..., dict]:
 
 PIPELINES: dict[str, Callable[..., dict]] = {
     "cluster": cluster.run,
-    "segment_image": _not_yet("segment_image"),
+    "segment_image": segment_image.run,
     "select_model": select_model.run,
 }

@@ -1,0 +1,971 @@
+"""Compiled (numba) E-step chunk kernel, a drop-in for :func:`daskgmm._kernels.estep_block`.
+
+The NumPy kernel moves (rows, K, d) temporaries through memory several times per
+sub-block. This kernel makes one pass over each sub-block of ``SUB_ROWS`` rows with
+every temporary in the L1/L2 cache; it is single-threaded and releases the GIL (dask
+runs one call per block and thread). Accumulation is in float64 whatever the input.
+
+Layout
+------
+Each sub-block is copied, centred by ``kp.center`` and cast to float64, into a
+*transposed* (feature, row) buffer so that rows sit in SIMD lanes: the inner loops
+run along the rows and LLVM vectorises them without reordering any sum. The kernel
+is compiled with FMA contraction as its only fast-math flag (no reassociation, no
+NaN/inf assumptions), so results are bitwise reproducible and non-finite rows are
+detected. Features are padded with zeros to a multiple of ``TILE`` = 4 (a last tile
+of 3 features, as for RGB pixels, has its own compiled loops).
+
+Per sub-block and component ``k``:
+
+1. log-density: ``y = U_kᵀ (x − c) − U_kᵀ shift_k`` in 4x4 tiles (16 coefficients in
+   registers; ``U_k`` is upper triangular, so output tile ``j`` only reads input tiles
+   ``i ≤ j`` and the diagonal tile only its upper triangle), then
+   ``lp = log_norm_k − |y|²/2``;
+2. log-sum-exp over the components with an in-line, vectorisable ``exp``/``log``;
+   rows without a finite log-density are counted and get responsibility 0, and
+   responsibilities below ``exp(-500)`` of a row's largest are set to 0 (they
+   cannot change a sum, and as subnormal products they would slow the FPU ~100x);
+3. statistics with ``γ`` and ``D = x − c − shift_k``: ``Σ γ``, ``Σ γ D`` and the
+   upper triangle of ``Σ γ D Dᵀ`` (its diagonal only for diag/spherical).
+
+A sum over rows is a reduction across SIMD lanes, which LLVM vectorises only with
+``reassoc``. The row sums are therefore kept per lane: with few features in per-lane
+accumulators (lane ``b`` adds rows ``b, b + 64, b + 128, b + 192`` in a fixed order,
+then the lanes are summed once at the end of the call); with many features, or when
+those accumulators would exceed ``LANES_MAX_BYTES``, the second moments are rank-8
+updates of the (d, d) accumulator on row-major copies, vectorised along the
+features instead.
+
+Hot loops index flat buffers as ``lane + constant`` on views that start at a
+run-time offset, so that numba's negative-index check folds away and LLVM sees
+unit-stride accesses a known distance apart (no run-time alias checks); rows of the
+transposed buffers are ``STRIDE`` apart, not a multiple of 4 KiB (cache aliasing).
+
+numba is imported on first use (:func:`available`), so importing this module never
+fails without it; callers fall back to :mod:`daskgmm._kernels` when it returns
+False. Compiled code is cached on disk (``cache=True``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from daskgmm._kernels import KernelParams, _row_weights, empty_stats
+
+# Rows per sub-block, the SIMD lanes of every loop; a compile-time constant.
+SUB_ROWS = 256
+# Row stride of the transposed (feature, row) buffers: not a multiple of 4 KiB, so
+# that loads and stores to different features do not alias in the L1 cache.
+STRIDE = SUB_ROWS + 8
+TILE = 4
+# Per-lane accumulators fold the FOLD quarters of a sub-block before each update:
+# one load and store per FOLD rows.
+FOLD = 4
+ACC_LANES = SUB_ROWS // FOLD
+ACC_STRIDE = ACC_LANES + 8
+# Moments go to per-lane accumulators up to this padded number of features and
+# accumulator size (bytes); beyond, to row-major rank-8 updates vectorised along
+# the features (measured: faster from ~48 features; the size cap keeps temporaries
+# near 1 MiB, e.g. full with K=8 switches from 17 features).
+LANES_MAX_FEATURES = 40
+LANES_MAX_BYTES = 1 << 20
+# Covariance types as the kernels see them.
+_CODES = {"full": 0, "tied": 1, "diag": 2, "spherical": 2}
+_FULL, _TIED, _DIAG = 0, 1, 2
+# Flags of the compiled code: FMA contraction only (no reassociation, no NaN/inf
+# assumptions), so results are deterministic and NaN/inf rows are detected.
+_FASTMATH = frozenset({"contract"})
+
+# Responsibilities below exp(-500) ≈ 7e-218 of the largest one are set to 0: they
+# cannot change any sum, and their products (γ D Dᵀ) would be subnormal numbers,
+# which cost the FPU ~100 cycles each (well-separated clusters in many dimensions
+# have many of them).
+_EXP_FLUSH = -500.0
+_INV_LN2 = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 with 32 trailing zero bits
+_LN2_LO = 1.90821492927058770002e-10
+_SQRT2 = 1.4142135623730951
+_MANTISSA = 0x000FFFFFFFFFFFFF
+_ONE_BITS = 0x3FF0000000000000
+
+
+###############################################################################
+# Lazy compilation
+
+
+_JITTED: list[str] = []
+_lock = threading.Lock()
+_numba_ok: bool | None = None
+
+
+def _jit(func: Callable) -> Callable:
+    """Mark a module-level function for compilation by :func:`available`.
+
+    The function stays plain Python until then, so the module imports without numba.
+    :func:`available` replaces every marked global by its numba dispatcher; compiled
+    functions then find each other through the module's globals.
+    """
+    _JITTED.append(func.__name__)
+    return func
+
+
+def _wrap_with_numba() -> bool:
+    try:
+        import numba
+    except ImportError:
+        return False
+    jit = numba.njit(
+        cache=True,
+        nogil=True,
+        fastmath=set(_FASTMATH),
+        error_model="numpy",
+        boundscheck=False,
+    )
+    namespace = globals()
+    for name in _JITTED:
+        namespace[name] = jit(namespace[name])
+    return True
+
+
+def available() -> bool:
+    """Whether the compiled kernel can be used, i.e. numba imports.
+
+    The first call imports numba and wraps the kernels; each kernel is compiled on its
+    first use (a few seconds per input dtype) and cached on disk.
+    """
+    global _numba_ok
+    with _lock:
+        if _numba_ok is None:
+            _numba_ok = _wrap_with_numba()
+    return _numba_ok
+
+
+###############################################################################
+# Vectorisable elementary functions
+
+
+@_jit
+def _exp_nonpositive(x: float) -> float:
+    """``exp(x)`` for ``x ≤ 0``, 0 below ``_EXP_FLUSH``; branch-free so loops vectorise.
+
+    ``x = n ln2 + r`` with ``|r| ≤ ln2/2``; ``e^r`` by its Taylor polynomial of
+    degree 13 (truncation < 5e-18 relative), ``2^n`` built from its bits.
+    """
+    xc = x if x > _EXP_FLUSH else _EXP_FLUSH
+    nf = np.floor(xc * _INV_LN2 + 0.5)
+    r = (xc - nf * _LN2_HI) - nf * _LN2_LO
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    scale = np.int64((np.int64(nf) + 1023) << 52).view(np.float64)
+    return p * scale if x > _EXP_FLUSH else 0.0
+
+
+@_jit
+def _log_atleast1(s: float) -> float:
+    """``log(s)`` for finite ``s ≥ 1`` (a sum of exponentials whose largest is 1).
+
+    ``s = 2^e m`` with ``m`` in [√½, √2); ``log m = 2 atanh(t)``, ``t = (m−1)/(m+1)``,
+    by its odd series to ``t²¹`` (|t| < 0.172: truncation < 1e-18 relative).
+    """
+    bits = np.float64(s).view(np.int64)
+    e = (bits >> 52) - 1023
+    m = np.int64((bits & _MANTISSA) | _ONE_BITS).view(np.float64)
+    big = m > _SQRT2
+    m = 0.5 * m if big else m
+    e = e + 1 if big else e
+    f = m - 1.0
+    t = f / (2.0 + f)
+    t2 = t * t
+    p = 1.0 / 21.0
+    p = p * t2 + 1.0 / 19.0
+    p = p * t2 + 1.0 / 17.0
+    p = p * t2 + 1.0 / 15.0
+    p = p * t2 + 1.0 / 13.0
+    p = p * t2 + 1.0 / 11.0
+    p = p * t2 + 1.0 / 9.0
+    p = p * t2 + 1.0 / 7.0
+    p = p * t2 + 1.0 / 5.0
+    p = p * t2 + 1.0 / 3.0
+    ef = np.float64(e)
+    return ef * _LN2_HI + (2.0 * t + (2.0 * t) * (t2 * p) + ef * _LN2_LO)
+
+
+###############################################################################
+# Sub-block input
+#
+# In the hot loops every index is ``lane + constant`` on a view that starts at a
+# run-time offset: numba's negative-index check then folds away and LLVM sees
+# unit-stride accesses a known distance apart, so it vectorises without run-time
+# alias checks.
+
+
+@_jit
+def _gather(X, start, nb, center, xt, xr, rows) -> None:
+    """Copy rows ``start:start+nb`` of ``X``, centred, to ``xt`` (and ``xr``).
+
+    ``xt[i*STRIDE + b]`` holds feature ``i`` of row ``b``; when ``rows``,
+    ``xr[b*dp + i]`` too. Lanes ``b ≥ nb`` are zero.
+    """
+    d = X.shape[1]
+    for i in range(d):
+        xv = xt[i * STRIDE :]
+        c = center[i]
+        for b in range(nb):
+            xv[b] = np.float64(X[start + b, i]) - c
+        for b in range(nb, SUB_ROWS):
+            xv[b] = 0.0
+    if rows:
+        dp = xr.size // SUB_ROWS
+        for b in range(nb):
+            xv = xr[b * dp :]
+            for i in range(d):
+                xv[i] = np.float64(X[start + b, i]) - center[i]
+        for j in range(nb * dp, SUB_ROWS * dp):
+            xr[j] = 0.0
+
+
+###############################################################################
+# Log-densities of a sub-block: lp[k*STRIDE + b]
+
+
+@_jit
+def _tile_coefficients(u, it, jt):
+    """The 16 coefficients ``u[it:it+4, jt:jt+4]``, row by row."""
+    r0, r1, r2, r3 = u[it], u[it + 1], u[it + 2], u[it + 3]
+    return (
+        (r0[jt], r0[jt + 1], r0[jt + 2], r0[jt + 3]),
+        (r1[jt], r1[jt + 1], r1[jt + 2], r1[jt + 3]),
+        (r2[jt], r2[jt + 1], r2[jt + 2], r2[jt + 3]),
+        (r3[jt], r3[jt + 1], r3[jt + 2], r3[jt + 3]),
+    )
+
+
+# Four variants of one 4x4 tile of ``y = uᵀ x − p`` along the rows: inputs
+# ``it:it+4`` (rows of ``xt``), outputs ``jt:jt+4``. ``u`` is (dp, dp) with
+# ``y_j = Σ_i u[i, j] x_i``, upper triangular: output tile ``jt`` needs input tiles
+# ``it ≤ jt`` only, and the diagonal tile only its upper triangle (10 of 16
+# products). ``y`` holds 4 output rows. Separate functions, not a flag, so that
+# each loop body is branch-free.
+
+
+@_jit
+def _tile_set(xt, u, it, jt, p, y, nb) -> None:
+    """``y = tile − p`` (first input tile of an output tile)."""
+    (a0, a1, a2, a3), (b0, b1, b2, b3), (c0, c1, c2, c3), (e0, e1, e2, e3) = (
+        _tile_coefficients(u, it, jt)
+    )
+    p0, p1, p2, p3 = p[jt], p[jt + 1], p[jt + 2], p[jt + 3]
+    xv = xt[it * STRIDE :]
+    for b in range(nb):
+        x0 = xv[b]
+        x1 = xv[STRIDE + b]
+        x2 = xv[2 * STRIDE + b]
+        x3 = xv[3 * STRIDE + b]
+        y[b] = (((a0 * x0 + b0 * x1) + c0 * x2) + e0 * x3) - p0
+        y[STRIDE + b] = (((a1 * x0 + b1 * x1) + c1 * x2) + e1 * x3) - p1
+        y[2 * STRIDE + b] = (((a2 * x0 + b2 * x1) + c2 * x2) + e2 * x3) - p2
+        y[3 * STRIDE + b] = (((a3 * x0 + b3 * x1) + c3 * x2) + e3 * x3) - p3
+
+
+@_jit
+def _tile_add(xt, u, it, jt, y, nb) -> None:
+    """``y += tile`` (middle input tiles)."""
+    (a0, a1, a2, a3), (b0, b1, b2, b3), (c0, c1, c2, c3), (e0, e1, e2, e3) = (
+        _tile_coefficients(u, it, jt)
+    )
+    xv = xt[it * STRIDE :]
+    for b in range(nb):
+        x0 = xv[b]
+        x1 = xv[STRIDE + b]
+        x2 = xv[2 * STRIDE + b]
+        x3 = xv[3 * STRIDE + b]
+        y[b] += ((a0 * x0 + b0 * x1) + c0 * x2) + e0 * x3
+        y[STRIDE + b] += ((a1 * x0 + b1 * x1) + c1 * x2) + e1 * x3
+        y[2 * STRIDE + b] += ((a2 * x0 + b2 * x1) + c2 * x2) + e2 * x3
+        y[3 * STRIDE + b] += ((a3 * x0 + b3 * x1) + c3 * x2) + e3 * x3
+
+
+@_jit
+def _tile_add_norm(xt, u, it, y, q, nb) -> None:
+    """``q += |y + tile|²`` for the diagonal tile (it, it), the last input tile of
+    its output tile (``y`` is not stored); only its upper triangle is used."""
+    (a0, a1, a2, a3), (_, b1, b2, b3), (_, _, c2, c3), (_, _, _, e3) = (
+        _tile_coefficients(u, it, it)
+    )
+    xv = xt[it * STRIDE :]
+    for b in range(nb):
+        x0 = xv[b]
+        x1 = xv[STRIDE + b]
+        x2 = xv[2 * STRIDE + b]
+        x3 = xv[3 * STRIDE + b]
+        t0 = y[b] + a0 * x0
+        t1 = y[STRIDE + b] + (a1 * x0 + b1 * x1)
+        t2 = y[2 * STRIDE + b] + ((a2 * x0 + b2 * x1) + c2 * x2)
+        t3 = y[3 * STRIDE + b] + (((a3 * x0 + b3 * x1) + c3 * x2) + e3 * x3)
+        q[b] += ((t0 * t0 + t1 * t1) + t2 * t2) + t3 * t3
+
+
+@_jit
+def _tile_norm(xt, u, it, p, q, nb, width) -> None:
+    """``q = |tile − p|²`` for the diagonal tile (it, it) when it is the only input
+    tile of its output tile; only its upper triangle is used, and only its first
+    ``width`` features (a compile-time constant; the others are padding)."""
+    coefficients = _tile_coefficients(u, it, it)
+    pt = (p[it], p[it + 1], p[it + 2], p[it + 3])
+    xv = xt[it * STRIDE :]
+    for b in range(nb):
+        x = (xv[b], xv[STRIDE + b], xv[2 * STRIDE + b], xv[3 * STRIDE + b])
+        total = 0.0
+        for c in range(width):
+            t = coefficients[0][c] * x[0]
+            for r in range(1, c + 1):
+                t += coefficients[r][c] * x[r]
+            t -= pt[c]
+            total += t * t
+        q[b] = total
+
+
+@_jit
+def _scaled_sqdist_tile(z, jt, scale, p, q, nb, first, width) -> None:
+    """``q (=|+=) Σ_{j in jt:jt+width} (scale_j z_j − p_j)²`` along the rows
+    (``width`` ≤ 4 a compile-time constant)."""
+    st = (scale[jt], scale[jt + 1], scale[jt + 2], scale[jt + 3])
+    pt = (p[jt], p[jt + 1], p[jt + 2], p[jt + 3])
+    zv = z[jt * STRIDE :]
+    for b in range(nb):
+        total = 0.0
+        for c in range(width):
+            t = st[c] * zv[c * STRIDE + b] - pt[c]
+            total += t * t
+        q[b] = total if first else q[b] + total
+
+
+@_jit
+def _log_prob(xt, coef, ps, log_norm, code, lp, y, unit, q, nb, narrow) -> None:
+    """``lp[k*STRIDE + b] = log π_k + log N(x_b | μ_k, Σ_k)`` for the sub-block.
+
+    ``unit`` is (2, dp): zeros and ones; ``y`` is scratch of ``dp·STRIDE``;
+    ``narrow``: the last tile has 3 features (and one of padding).
+    """
+    n_components, dp = ps.shape
+    if code == _TIED:
+        # One projection y = Uᵀx for all components, then |y − Uᵀ shift_k|².
+        u = coef[0]
+        for jt in range(0, dp, TILE):
+            yj = y[jt * STRIDE :]
+            _tile_set(xt, u, 0, jt, unit[0], yj, nb)
+            for it in range(TILE, jt + TILE, TILE):
+                _tile_add(xt, u, it, jt, yj, nb)
+    last = dp - TILE
+    for k in range(n_components):
+        for jt in range(0, dp, TILE):
+            z = y if code == _TIED else xt
+            scale = unit[1] if code == _TIED else coef[k, 0]
+            if code == _FULL and jt == 0 and narrow and jt == last:
+                _tile_norm(xt, coef[k], jt, ps[k], q, nb, 3)
+            elif code == _FULL and jt == 0:
+                _tile_norm(xt, coef[k], jt, ps[k], q, nb, 4)
+            elif code == _FULL:
+                u = coef[k]
+                _tile_set(xt, u, 0, jt, ps[k], y, nb)
+                for it in range(TILE, jt, TILE):
+                    _tile_add(xt, u, it, jt, y, nb)
+                _tile_add_norm(xt, u, jt, y, q, nb)
+            elif narrow and jt == last:
+                _scaled_sqdist_tile(z, jt, scale, ps[k], q, nb, jt == 0, 3)
+            else:
+                _scaled_sqdist_tile(z, jt, scale, ps[k], q, nb, jt == 0, 4)
+        ln = log_norm[k]
+        lk = lp[k * STRIDE :]
+        for b in range(nb):
+            lk[b] = ln - 0.5 * q[b]
+
+
+###############################################################################
+# Responsibilities
+
+
+@_jit
+def _row_max(lp, n_components, m, nb) -> int:
+    """``m[b] = max_k lp[k, b]``, NaN if any is NaN.
+
+    Returns the number of rows whose maximum is not finite.
+    """
+    for b in range(nb):
+        m[b] = lp[b]
+    for k in range(1, n_components):
+        lk = lp[k * STRIDE :]
+        for b in range(nb):
+            v = lk[b]
+            mb = m[b]
+            m[b] = v if (v > mb or v != v) else mb
+    n_bad = 0
+    for b in range(nb):
+        n_bad += 0 if abs(m[b]) < np.inf else 1
+    return n_bad
+
+
+@_jit
+def _drop_bad_rows(lp, m, wv, xt, xr, d, nb):
+    """Give the rows without a finite log-density weight 0 and zero inputs.
+
+    Returns the first such row of the sub-block and the weight the rows had.
+    """
+    first = -1
+    weight = 0.0
+    dp = xr.size // SUB_ROWS
+    for b in range(nb):
+        if abs(m[b]) < np.inf:
+            continue
+        if first < 0:
+            first = b
+        weight += wv[b]
+        m[b] = 0.0
+        wv[b] = 0.0
+        for k in range(lp.size // STRIDE):
+            lp[k * STRIDE + b] = 0.0
+        for i in range(d):
+            xt[i * STRIDE + b] = 0.0
+            if dp:
+                xr[b * dp + i] = 0.0
+    return first, weight
+
+
+@_jit
+def _responsibilities(lp, n_components, m, wv, s, ll, nb) -> None:
+    """Turn ``lp`` into weighted responsibilities; ``ll[b] += wv[b] · logsumexp``.
+
+    Lanes ``nb ≤ b < SUB_ROWS`` get responsibility 0.
+    """
+    for b in range(nb):
+        s[b] = 0.0
+    for k in range(n_components):
+        lk = lp[k * STRIDE :]
+        for b in range(nb):
+            e = _exp_nonpositive(lk[b] - m[b])
+            lk[b] = e
+            s[b] += e
+    for b in range(nb):
+        sb = s[b]
+        ll[b] += wv[b] * (_log_atleast1(sb) + m[b])
+        s[b] = wv[b] / sb
+    for k in range(n_components):
+        lk = lp[k * STRIDE :]
+        for b in range(nb):
+            lk[b] *= s[b]
+        for b in range(nb, SUB_ROWS):
+            lk[b] = 0.0
+
+
+###############################################################################
+# Statistics, few features: per-lane accumulators acc[slot*ACC_STRIDE + lane]
+#
+# Lane ``b`` of a slot accumulates rows b, b + ACC_LANES, b + 2 ACC_LANES and
+# b + 3 ACC_LANES of every sub-block, added in that fixed order before the update.
+
+
+@_jit
+def _fold(a: float, b: float, c: float, e: float) -> float:
+    """The contributions of the 4 rows of a lane, summed in a fixed order."""
+    return (a + b) + (c + e)
+
+
+@_jit
+def _lane_row(g, xv, b, c):
+    """``γ``, ``D = x − c`` and ``γ D`` (4-tuples) of the row in lane ``b`` of the
+    transposed tile ``xv``."""
+    gb = g[b]
+    d0 = xv[b] - c[0]
+    d1 = xv[STRIDE + b] - c[1]
+    d2 = xv[2 * STRIDE + b] - c[2]
+    d3 = xv[3 * STRIDE + b] - c[3]
+    return gb, (d0, d1, d2, d3), (gb * d0, gb * d1, gb * d2, gb * d3)
+
+
+@_jit
+def _lanes_nk(g, nkv) -> None:
+    """``Σ γ`` per lane."""
+    for b in range(ACC_LANES):
+        nkv[b] += _fold(
+            g[b], g[b + ACC_LANES], g[b + 2 * ACC_LANES], g[b + 3 * ACC_LANES]
+        )
+
+
+@_jit
+def _lanes_diagonal_tile(xt, g, c, it, s1v, s2v, width) -> None:
+    """Features ``it:it+width``: ``Σ γ D`` (slots of ``s1v``) and the upper triangle
+    of the diagonal tile of ``Σ γ D Dᵀ`` (slots ``4r + c``, ``r ≤ c``, of ``s2v``);
+    ``width`` ≤ 4 is a compile-time constant."""
+    xv = xt[it * STRIDE :]
+    for b in range(ACC_LANES):
+        _, da, wa = _lane_row(g, xv, b, c)
+        _, db, wb = _lane_row(g, xv, b + ACC_LANES, c)
+        _, dc, wc = _lane_row(g, xv, b + 2 * ACC_LANES, c)
+        _, de, we = _lane_row(g, xv, b + 3 * ACC_LANES, c)
+        for r in range(width):
+            s1v[r * ACC_STRIDE + b] += _fold(wa[r], wb[r], wc[r], we[r])
+            for t in range(r, width):
+                s2v[(TILE * r + t) * ACC_STRIDE + b] += _fold(
+                    wa[r] * da[t], wb[r] * db[t], wc[r] * dc[t], we[r] * de[t]
+                )
+
+
+@_jit
+def _lanes_offdiagonal_tile(xt, g, ci, cj, it, jt, s2v) -> None:
+    """Tile (it, jt), ``it < jt``, of ``Σ γ D Dᵀ``: the 16 slots ``4r + c``."""
+    xi = xt[it * STRIDE :]
+    xj = xt[jt * STRIDE :]
+    for b in range(ACC_LANES):
+        _, _, wa = _lane_row(g, xi, b, ci)
+        _, _, wb = _lane_row(g, xi, b + ACC_LANES, ci)
+        _, _, wc = _lane_row(g, xi, b + 2 * ACC_LANES, ci)
+        _, _, we = _lane_row(g, xi, b + 3 * ACC_LANES, ci)
+        _, da, _ = _lane_row(g, xj, b, cj)
+        _, db, _ = _lane_row(g, xj, b + ACC_LANES, cj)
+        _, dc, _ = _lane_row(g, xj, b + 2 * ACC_LANES, cj)
+        _, de, _ = _lane_row(g, xj, b + 3 * ACC_LANES, cj)
+        for r in range(TILE):
+            for t in range(TILE):
+                s2v[(TILE * r + t) * ACC_STRIDE + b] += _fold(
+                    wa[r] * da[t], wb[r] * db[t], wc[r] * dc[t], we[r] * de[t]
+                )
+
+
+@_jit
+def _lanes_diag_tile(xt, g, c, jt, s1v, s2v, width) -> None:
+    """Features ``jt:jt+width`` of ``Σ γ D`` (``s1v``) and ``Σ γ D²`` (``s2v``);
+    ``width`` ≤ 4 is a compile-time constant."""
+    xv = xt[jt * STRIDE :]
+    for b in range(ACC_LANES):
+        _, da, wa = _lane_row(g, xv, b, c)
+        _, db, wb = _lane_row(g, xv, b + ACC_LANES, c)
+        _, dc, wc = _lane_row(g, xv, b + 2 * ACC_LANES, c)
+        _, de, we = _lane_row(g, xv, b + 3 * ACC_LANES, c)
+        for r in range(width):
+            s1v[r * ACC_STRIDE + b] += _fold(wa[r], wb[r], wc[r], we[r])
+            s2v[r * ACC_STRIDE + b] += _fold(
+                wa[r] * da[r], wb[r] * db[r], wc[r] * dc[r], we[r] * de[r]
+            )
+
+
+###############################################################################
+# Statistics, many features: row-major updates vectorised along the features
+#
+# Indices are uint64 here (no negative-index check) because the row offsets vary
+# inside the loops.
+
+
+@_jit
+def _rows_outer_update(xr, g, sh, dr, s1v, s2v, nb8) -> None:
+    """``s1 += Σ γ D`` and the upper triangle of ``s2 += Σ γ D Dᵀ`` (row-major,
+    ``D = x − c − shift`` computed into ``dr``), 8 rows by 2 output rows at a time.
+
+    The row length ``dp = sh.size`` is a multiple of 8, so that the loops along a
+    row run in whole vectors from a multiple of 8; blocks of 8 columns below the
+    diagonal are skipped and the rest of the lower triangle is overwritten by
+    :func:`_finish`.
+    """
+    dp = sh.size
+    u = np.uint64
+    udp = u(dp)
+    for b in range(nb8):
+        r = u(b) * udp
+        for j in range(dp):
+            uj = u(j)
+            dr[r + uj] = xr[r + uj] - sh[uj]
+    for b0 in range(0, nb8, 8):
+        g0, g1, g2, g3 = g[b0], g[b0 + 1], g[b0 + 2], g[b0 + 3]
+        g4, g5, g6, g7 = g[b0 + 4], g[b0 + 5], g[b0 + 6], g[b0 + 7]
+        r0 = u(b0) * udp
+        r1 = r0 + udp
+        r2 = r1 + udp
+        r3 = r2 + udp
+        r4 = r3 + udp
+        r5 = r4 + udp
+        r6 = r5 + udp
+        r7 = r6 + udp
+        for j0 in range(dp):
+            j = u(j0)
+            s1v[j] += (
+                ((g0 * dr[r0 + j] + g1 * dr[r1 + j]) + g2 * dr[r2 + j])
+                + g3 * dr[r3 + j]
+            ) + (
+                ((g4 * dr[r4 + j] + g5 * dr[r5 + j]) + g6 * dr[r6 + j])
+                + g7 * dr[r7 + j]
+            )
+        for i0 in range(0, dp, 2):
+            i = u(i0)
+            i1 = i + u(1)
+            v0, w0 = g0 * dr[r0 + i], g0 * dr[r0 + i1]
+            v1, w1 = g1 * dr[r1 + i], g1 * dr[r1 + i1]
+            v2, w2 = g2 * dr[r2 + i], g2 * dr[r2 + i1]
+            v3, w3 = g3 * dr[r3 + i], g3 * dr[r3 + i1]
+            v4, w4 = g4 * dr[r4 + i], g4 * dr[r4 + i1]
+            v5, w5 = g5 * dr[r5 + i], g5 * dr[r5 + i1]
+            v6, w6 = g6 * dr[r6 + i], g6 * dr[r6 + i1]
+            v7, w7 = g7 * dr[r7 + i], g7 * dr[r7 + i1]
+            a0 = i * udp
+            a1 = a0 + udp
+            for j0 in range(i0 // 8 * 8, dp):
+                j = u(j0)
+                e0, e1, e2, e3 = dr[r0 + j], dr[r1 + j], dr[r2 + j], dr[r3 + j]
+                e4, e5, e6, e7 = dr[r4 + j], dr[r5 + j], dr[r6 + j], dr[r7 + j]
+                s2v[a0 + j] += (((v0 * e0 + v1 * e1) + v2 * e2) + v3 * e3) + (
+                    ((v4 * e4 + v5 * e5) + v6 * e6) + v7 * e7
+                )
+                s2v[a1 + j] += (((w0 * e0 + w1 * e1) + w2 * e2) + w3 * e3) + (
+                    ((w4 * e4 + w5 * e5) + w6 * e6) + w7 * e7
+                )
+
+
+@_jit
+def _rows_diag_update(xr, g, sh, s1v, s2v, nb8) -> None:
+    """``s1 += Σ γ D`` and ``s2 += Σ γ D²`` on row-major rows, 4 rows at a time."""
+    dp = sh.size
+    u = np.uint64
+    udp = u(dp)
+    for b0 in range(0, nb8, 4):
+        g0, g1, g2, g3 = g[b0], g[b0 + 1], g[b0 + 2], g[b0 + 3]
+        r0 = u(b0) * udp
+        r1 = r0 + udp
+        r2 = r1 + udp
+        r3 = r2 + udp
+        for j0 in range(dp):
+            j = u(j0)
+            c = sh[j]
+            d0 = xr[r0 + j] - c
+            d1 = xr[r1 + j] - c
+            d2 = xr[r2 + j] - c
+            d3 = xr[r3 + j] - c
+            w0 = g0 * d0
+            w1 = g1 * d1
+            w2 = g2 * d2
+            w3 = g3 * d3
+            s1v[j] += ((w0 + w1) + w2) + w3
+            s2v[j] += ((w0 * d0 + w1 * d1) + w2 * d2) + w3 * d3
+
+
+@_jit
+def _accumulate(xt, xr, dr, lp, shifts, code, acc, nb8, narrow) -> None:
+    """Add the sub-block's responsibilities ``lp`` to the accumulators ``acc``.
+
+    ``acc`` is ``(nkl, s1, s2)``: per-lane ``Σ γ`` and either per-lane moments or,
+    when ``xr`` is not empty (row-major mode), the moments themselves; ``shifts`` is
+    then padded to the row length of ``xr``. ``narrow``: the last tile has 3
+    features.
+    """
+    nkl, s1, s2 = acc
+    n_components, dp = shifts.shape
+    rows = xr.size > 0
+    for k in range(n_components):
+        g = lp[k * STRIDE :]
+        sh = shifts[k]
+        _lanes_nk(g, nkl[k * ACC_STRIDE :])
+        if rows and code == _DIAG:
+            _rows_diag_update(xr, g, sh, s1[k * dp :], s2[k * dp :], nb8)
+        elif rows:
+            s2v = s2[0 if code == _TIED else k * dp * dp :]
+            _rows_outer_update(xr, g, sh, dr, s1[k * dp :], s2v, nb8)
+        else:
+            for it in range(0, dp, TILE):
+                ci = (sh[it], sh[it + 1], sh[it + 2], sh[it + 3])
+                s1v = s1[(k * dp + it) * ACC_STRIDE :]
+                three = narrow and it == dp - TILE
+                if code == _DIAG:
+                    s2v = s2[(k * dp + it) * ACC_STRIDE :]
+                    if three:
+                        _lanes_diag_tile(xt, g, ci, it, s1v, s2v, 3)
+                    else:
+                        _lanes_diag_tile(xt, g, ci, it, s1v, s2v, 4)
+                    continue
+                slot = _tile_pair_slot(it, it, dp, 0 if code == _TIED else k)
+                s2v = s2[slot * ACC_STRIDE :]
+                if three:
+                    _lanes_diagonal_tile(xt, g, ci, it, s1v, s2v, 3)
+                else:
+                    _lanes_diagonal_tile(xt, g, ci, it, s1v, s2v, 4)
+                for jt in range(it + TILE, dp, TILE):
+                    cj = (sh[jt], sh[jt + 1], sh[jt + 2], sh[jt + 3])
+                    slot = _tile_pair_slot(it, jt, dp, 0 if code == _TIED else k)
+                    s2v = s2[slot * ACC_STRIDE :]
+                    _lanes_offdiagonal_tile(xt, g, ci, cj, it, jt, s2v)
+
+
+@_jit
+def _tile_pair_slot(it: int, jt: int, dp: int, k: int) -> int:
+    """First of the 16 per-lane slots of feature tile pair (it, jt) of component k."""
+    n_tiles = dp // TILE
+    ti = it // TILE
+    pair = ti * n_tiles - ti * (ti - 1) // 2 + (jt - it) // TILE
+    return 16 * (k * (n_tiles * (n_tiles + 1) // 2) + pair)
+
+
+###############################################################################
+# Whole block
+
+
+@_jit
+def _lane_sum(acc, slot) -> float:
+    """``Σ_lanes acc[slot*ACC_STRIDE + lane]`` in lane order."""
+    total = 0.0
+    o = slot * ACC_STRIDE
+    for b in range(ACC_LANES):
+        total += acc[o + b]
+    return total
+
+
+@_jit
+def _finish(code, row_length, acc, nk, s1, s2) -> None:
+    """Write the accumulators into ``nk``, ``s1`` and ``s2`` (unpadded, mirrored).
+
+    ``row_length`` is that of the row-major moments, 0 for per-lane moments.
+    """
+    nkl, s1a, s2a = acc
+    n_components, d = s1.shape
+    rows = row_length > 0
+    dp = row_length if rows else (d + TILE - 1) // TILE * TILE
+    for k in range(n_components):
+        nk[k] = _lane_sum(nkl, k)
+        for i in range(d):
+            j = k * dp + i
+            s1[k, i] = s1a[j] if rows else _lane_sum(s1a, j)
+            if code == _DIAG:
+                s2[k, 0, i] = s2a[j] if rows else _lane_sum(s2a, j)
+    if code == _DIAG:
+        return
+    for k2 in range(s2.shape[0]):
+        for i in range(d):
+            for j in range(i, d):
+                if rows:
+                    v = s2a[(k2 * dp + i) * dp + j]
+                else:
+                    it = i // TILE * TILE
+                    jt = j // TILE * TILE
+                    slot = _tile_pair_slot(it, jt, dp, k2)
+                    v = _lane_sum(s2a, slot + TILE * (i - it) + j - jt)
+                s2[k2, i, j] = v
+                s2[k2, j, i] = v
+
+
+@_jit
+def _estep(X, w, center, shifts, coef, ps, log_norm, code, lanes, nk, s1, s2):
+    """Statistics of the block ``X`` into ``nk``, ``s1``, ``s2`` (zeroed float64).
+
+    ``lanes``: accumulate the moments per lane (few features) rather than on
+    row-major copies. ``w`` is empty when unweighted. Returns ``(loglik, n_bad,
+    first_bad, bad_weight)``: ``first_bad`` is -1 when no row is bad, ``bad_weight``
+    the weight of the bad rows (their number when unweighted).
+    """
+    n, d = X.shape
+    n_components, dp = shifts.shape
+    k2 = 1 if code == _TIED else n_components
+    # Scratch of fixed size whatever n, and the accumulators, all float64.
+    xt = np.zeros(dp * STRIDE)
+    y = np.zeros(dp * STRIDE)
+    lp = np.zeros(n_components * STRIDE)
+    work = np.zeros(4 * STRIDE)
+    q = work[:STRIDE]
+    m = work[STRIDE : 2 * STRIDE]
+    s = work[2 * STRIDE : 3 * STRIDE]
+    wv = work[3 * STRIDE :]
+    ll = np.zeros(SUB_ROWS)
+    unit = np.zeros((2, dp))
+    for j in range(dp):
+        unit[1, j] = 1.0
+    # Row-major mode: rows padded to a multiple of 8 features (whole vectors).
+    row_length = 0 if lanes else (dp + 7) // 8 * 8
+    xr = np.zeros(SUB_ROWS * row_length)
+    dr = np.zeros(0 if code == _DIAG else SUB_ROWS * row_length)
+    acc_shifts = shifts
+    if not lanes:
+        acc_shifts = np.zeros((n_components, row_length))
+        for k in range(n_components):
+            for j in range(dp):
+                acc_shifts[k, j] = shifts[k, j]
+        rl = row_length
+        acc = (
+            np.zeros(n_components * ACC_STRIDE),
+            np.zeros(n_components * rl),
+            np.zeros(n_components * rl if code == _DIAG else k2 * rl * rl),
+        )
+    else:
+        n_slots = n_components * dp
+        if code != _DIAG:
+            n_slots = _tile_pair_slot(0, 0, dp, k2)
+        acc = (
+            np.zeros(n_components * ACC_STRIDE),
+            np.zeros(n_components * dp * ACC_STRIDE),
+            np.zeros(n_slots * ACC_STRIDE),
+        )
+    weighted = w.size > 0
+    # A last tile of 3 features (e.g. RGB) skips the padding in the hottest loops.
+    narrow = d % TILE == 3
+    for b in range(SUB_ROWS):
+        wv[b] = 1.0
+    n_bad = 0
+    first_bad = -1
+    bad_weight = 0.0
+    for start in range(0, n, SUB_ROWS):
+        nb = n - start if n - start < SUB_ROWS else SUB_ROWS
+        _gather(X, start, nb, center, xt, xr, not lanes)
+        _log_prob(xt, coef, ps, log_norm, code, lp, y, unit, q, nb, narrow)
+        if weighted:
+            for b in range(nb):
+                wv[b] = w[start + b]
+        bad = _row_max(lp, n_components, m, nb)
+        if bad:
+            first, weight = _drop_bad_rows(lp, m, wv, xt, xr, d, nb)
+            if first_bad < 0:
+                first_bad = start + first
+            n_bad += bad
+            bad_weight += weight
+        _responsibilities(lp, n_components, m, wv, s, ll, nb)
+        if bad and not weighted:
+            for b in range(nb):
+                wv[b] = 1.0
+        nb8 = (nb + 7) // 8 * 8
+        _accumulate(xt, xr, dr, lp, acc_shifts, code, acc, nb8, narrow)
+    _finish(code, row_length, acc, nk, s1, s2)
+    loglik = 0.0
+    for b in range(SUB_ROWS):
+        loglik += ll[b]
+    return loglik, n_bad, first_bad, bad_weight
+
+
+###############################################################################
+# Public kernel
+
+
+def _padded(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` as float64 in the leading corner of a zero array of ``shape``."""
+    out = np.zeros(shape)
+    out[tuple(slice(0, s) for s in a.shape)] = a
+    return out
+
+
+def _kernel_arrays(kp: KernelParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shifts, coefficients and projected shifts padded to a multiple of 4 features.
+
+    Coefficients: (K, dp, dp) factors for full, (1, dp, dp) for tied, (K, 1, dp)
+    scales for diag and spherical.
+    """
+    k, d = kp.n_components, kp.n_features
+    dp = -(-d // TILE) * TILE
+    ctype = kp.covariance_type
+    if ctype == "full":
+        factors = kp.proj.reshape(d, k, d).transpose(1, 0, 2)
+        coef = _padded(factors, (k, dp, dp))
+    elif ctype == "tied":
+        coef = _padded(kp.proj[None], (1, dp, dp))
+    else:
+        coef = _padded(kp.proj[:, None, :], (k, 1, dp))
+    shifts = _padded(kp.shifts, (k, dp))
+    proj_shifts = _padded(kp.proj_shifts.reshape(k, d), (k, dp))
+    return shifts, coef, proj_shifts
+
+
+def _per_lane_moments(ctype: str, n_components: int, dp: int) -> bool:
+    """Whether the moments go to per-lane accumulators (few features, small K)."""
+    if ctype in ("diag", "spherical"):
+        n_slots = 2 * n_components * dp
+    else:
+        tiles = dp // TILE
+        pairs = tiles * (tiles + 1) // 2 * (1 if ctype == "tied" else n_components)
+        n_slots = n_components * dp + 16 * pairs
+    return dp <= LANES_MAX_FEATURES and n_slots * ACC_STRIDE * 8 <= LANES_MAX_BYTES
+
+
+def estep_block(
+    X: np.ndarray,
+    kp: KernelParams,
+    block_index: int = 0,
+    weights: np.ndarray | None = None,
+) -> dict:
+    """E-step statistics of one block of rows, compiled; see ``_kernels.estep_block``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        Rows, float32 or float64 (other dtypes are cast to float64; non-contiguous
+        blocks are copied); everything is accumulated in float64.
+    kp : KernelParams
+        From :func:`daskgmm._kernels.prepare`.
+    block_index : int
+        Position of the block, to locate the first non-finite row.
+    weights : ndarray of shape (n,), optional
+        Row weights; negative, NaN or infinite ones are counted and taken as 0.
+
+    Returns
+    -------
+    stats : dict
+        The same keys, shapes and meaning as :func:`daskgmm._kernels.estep_block`:
+        ``nk``, ``s1``, ``s2`` (shifted by the means of ``kp``), ``loglik``, ``n``,
+        ``w`` (total weight of the rows used), ``n_bad``, ``n_bad_weights``,
+        ``first_bad``.
+
+    Raises
+    ------
+    RuntimeError
+        When numba is not installed (check :func:`available` first).
+    ValueError
+        When ``X`` or ``weights`` do not match the mixture or each other (the
+        compiled code does not check bounds).
+    """
+    if not available():
+        raise RuntimeError(
+            "the compiled E-step needs numba; install it (pip install numba) or use "
+            "daskgmm._kernels.estep_block"
+        )
+    X = np.asarray(X)
+    # Two compiled specialisations only: C-contiguous float32 and float64.
+    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+    X = np.ascontiguousarray(X, dtype=dtype)
+    n, d = X.shape
+    if d != kp.n_features:
+        raise ValueError(f"X has {d} features but the mixture has {kp.n_features}")
+    ctype = kp.covariance_type
+    stats = empty_stats(kp.n_components, d, ctype)
+    w = _row_weights(weights, n, stats)
+    if w is not None and w.size != n:
+        raise ValueError(f"weights has {w.size} values for a block of {n} rows")
+    stats["n"] = n
+    if n == 0:
+        return stats
+    shifts, coef, proj_shifts = _kernel_arrays(kp)
+    s2 = stats["s2"]
+    s2_3d = s2[None] if ctype == "tied" else s2[:, None, :] if s2.ndim == 2 else s2
+    loglik, n_bad, first_bad, bad_weight = _estep(
+        X,
+        np.empty(0) if w is None else w,
+        np.asarray(kp.center, dtype=np.float64),
+        shifts,
+        coef,
+        proj_shifts,
+        np.asarray(kp.log_norm, dtype=np.float64),
+        _CODES[ctype],
+        _per_lane_moments(ctype, kp.n_components, shifts.shape[1]),
+        stats["nk"],
+        stats["s1"],
+        s2_3d,
+    )
+    stats["loglik"] = float(loglik)
+    stats["n_bad"] = int(n_bad)
+    # As in the NumPy kernel, the total describes the rows used.
+    stats["w"] -= bad_weight
+    stats["first_bad"] = None if first_bad < 0 else (block_index, int(first_bad))
+    return stats
