@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -185,6 +186,17 @@ def precision_parameters(
     """Parameters with the precision Cholesky factors of ``covariances``."""
     prec_chol = K.precision_cholesky_from_covariances(covariances, covariance_type)
     return Parameters(weights, means, covariances, prec_chol)
+
+
+def estep_kernel() -> Callable:
+    """The E-step chunk kernel: the compiled one (numba) when it can be used, the
+    NumPy reference otherwise or when ``DASKGMM_KERNEL=numpy`` is set."""
+    if os.environ.get("DASKGMM_KERNEL", "compiled") != "numpy":
+        from daskgmm import _compiled
+
+        if _compiled.available():
+            return _compiled.estep_block
+    return K.estep_block
 
 
 def multi_block(
@@ -391,7 +403,7 @@ def run_em_batched(
             kp = K.prepare(
                 p.weights, p.means, p.precisions_cholesky, runs[i].covariance_type
             )
-            calls.append((K.estep_block, kp, K.combine_stats))
+            calls.append((estep_kernel(), kp, K.combine_stats))
         results = passes.run_many(calls, "estep")
         if on_pass is not None:
             on_pass(results[0]["n"])
