@@ -189,9 +189,14 @@ def precision_parameters(
 
 
 def estep_kernel() -> Callable:
-    """The E-step chunk kernel: the compiled one (numba) when it can be used, the
-    NumPy reference otherwise or when ``DASKGMM_KERNEL=numpy`` is set."""
-    if os.environ.get("DASKGMM_KERNEL", "compiled") != "numpy":
+    """The E-step chunk kernel: the NumPy reference, or the compiled one (numba)
+    when ``DASKGMM_KERNEL=compiled`` is set and numba can be used.
+
+    The compiled kernel is opt-in for now: numba adds about 150 MB to every worker
+    process (too much under small memory limits) and it flushes responsibilities
+    below exp(-500) to 0, which changes how degenerate fits collapse.
+    """
+    if os.environ.get("DASKGMM_KERNEL", "numpy") == "compiled":
         from daskgmm import _compiled
 
         if _compiled.available():
