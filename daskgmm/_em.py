@@ -16,7 +16,7 @@ import dask.array as da
 import numpy as np
 
 from daskgmm import _kernels as K
-from daskgmm._reduce import block_sources, tree_reduce
+from daskgmm._reduce import active_client, block_sources, tree_reduce
 from daskgmm.exceptions import ComponentReseededWarning
 
 logger = logging.getLogger("daskgmm")
@@ -63,8 +63,11 @@ class DataPasses:
         name: str = "X",
         weights: da.Array | None = None,
         nan_policy: str = "raise",
+        kernel: str = "auto",
     ) -> None:
         self.X = X
+        self.kernel = kernel
+        self._estep: Callable | None = None
         self.nan_policy = nan_policy
         self.n_omitted = 0
         self.weights = weights
@@ -131,6 +134,13 @@ class DataPasses:
             self.check_finite(result)
         return list(results)
 
+    @property
+    def estep(self) -> Callable:
+        """The E-step chunk kernel these passes use (chosen on first use)."""
+        if self._estep is None:
+            self._estep = select_estep_kernel(self.kernel)
+        return self._estep
+
     def stats(self, kernel: Callable, params: object, name: str) -> dict:
         """A pass whose blocks return E-step-like statistics."""
         return self.run(kernel, params, name, K.combine_stats)
@@ -188,20 +198,58 @@ def precision_parameters(
     return Parameters(weights, means, covariances, prec_chol)
 
 
-def estep_kernel() -> Callable:
-    """The E-step chunk kernel: the NumPy reference, or the compiled one (numba)
-    when ``DASKGMM_KERNEL=compiled`` is set and numba can be used.
+def select_estep_kernel(choice: str = "auto") -> Callable:
+    """The E-step chunk kernel: the compiled one (numba) or the NumPy reference.
 
-    The compiled kernel is opt-in for now: numba adds about 150 MB to every worker
-    process (too much under small memory limits) and it flushes responsibilities
-    below exp(-500) to 0, which changes how degenerate fits collapse.
+    ``'auto'`` takes the compiled kernel when numba imports, except on a distributed
+    cluster whose smallest worker memory limit is under
+    ``COMPILED_MIN_WORKER_MEMORY``: numba and the compiled code add about 150 MB to
+    every worker process, which such workers cannot spare. The environment variable
+    ``DASKGMM_KERNEL`` (``compiled`` or ``numpy``) overrides ``'auto'``.
+
+    Raises
+    ------
+    ImportError
+        For ``'compiled'`` when numba cannot be imported.
     """
-    if os.environ.get("DASKGMM_KERNEL", "numpy") == "compiled":
-        from daskgmm import _compiled
+    if choice == "auto" and os.environ.get("DASKGMM_KERNEL") in KERNELS:
+        choice = os.environ["DASKGMM_KERNEL"]
+    if choice == "numpy":
+        return K.estep_block
+    from daskgmm import _compiled
 
-        if _compiled.available():
-            return _compiled.estep_block
-    return K.estep_block
+    if not _compiled.available():
+        if choice == "compiled":
+            raise ImportError(
+                "kernel='compiled' needs numba: pip install numba, or use "
+                "kernel='numpy'"
+            )
+        logger.info("NumPy E-step kernel (numba is not installed)")
+        return K.estep_block
+    if choice == "auto":
+        smallest = smallest_worker_memory()
+        if smallest is not None and smallest < COMPILED_MIN_WORKER_MEMORY:
+            logger.info(
+                "NumPy E-step kernel: the smallest worker has %.0f MiB, under the "
+                "%.0f MiB the compiled kernel wants (numba adds about 150 MB per "
+                "worker); kernel='compiled' forces it",
+                smallest / 2**20,
+                COMPILED_MIN_WORKER_MEMORY / 2**20,
+            )
+            return K.estep_block
+    return _compiled.estep_block
+
+
+def smallest_worker_memory() -> float | None:
+    """The smallest memory limit of the active cluster's workers (None: no cluster,
+    or no limit)."""
+    client = active_client()
+    if client is None:
+        return None
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    limits = [w.get("memory_limit") or 0 for w in workers]
+    limits = [limit for limit in limits if limit > 0]
+    return float(min(limits)) if limits else None
 
 
 def multi_block(
@@ -266,10 +314,47 @@ class Run:
             list(self.history),
         )
 
-    def step(self, stats: dict) -> float:
-        """M-step from the E-step ``stats``; returns the change of the lower bound."""
-        weights, means, covariances = K.m_step(
+    def recentring(self, stats: dict) -> np.ndarray | None:
+        """The new means as shifts when the shifted M-step would lose too many digits.
+
+        ``Σ = S2/N − δδᵀ`` cancels when a mean moves many standard deviations in one
+        iteration (a component jumping to a far outlier): then, or when a covariance
+        comes out not positive definite, the pass is run again with the new means as
+        shifts (the exact two-pass covariances). None when the statistics are good.
+        """
+        live = np.ones(stats["nk"].shape, dtype=bool)
+        live[dead_components(stats)] = False
+        _, means, covariances = K.m_step(
             stats, self.params.means, self.reg_covar, self.covariance_type
+        )
+        loss = K.shift_loss(stats, self.covariance_type, live)
+        if loss <= RECENTRE_LOSS:
+            try:
+                tied = self.covariance_type == "tied"
+                K.precision_cholesky_from_covariances(
+                    covariances if tied else covariances[live], self.covariance_type
+                )
+                return None
+            except ValueError:
+                pass
+        means[~live] = self.params.means[~live]
+        logger.debug(
+            "%siteration %d: the shifted moments cancel (factor %.3g); "
+            "one more pass about the new means",
+            self.label,
+            self.n_iter + 1,
+            loss,
+        )
+        return means
+
+    def step(self, stats: dict, shifts: np.ndarray | None = None) -> float:
+        """M-step from the E-step ``stats`` (accumulated about ``shifts``, by default
+        the current means); returns the change of the lower bound."""
+        weights, means, covariances = K.m_step(
+            stats,
+            self.params.means if shifts is None else shifts,
+            self.reg_covar,
+            self.covariance_type,
         )
         dead = dead_components(stats)
         if dead.size and self.reseed_rows is None and not self.warned_dead:
@@ -311,9 +396,16 @@ class Run:
         return change
 
 
+KERNELS = ("auto", "compiled", "numpy")
+# Workers with less memory than this keep the NumPy E-step kernel under 'auto'.
+COMPILED_MIN_WORKER_MEMORY = 1 << 30
+
 # A component whose responsibilities sum to less than this share of one average row
 # has lost all its rows.
 DEAD_SHARE = 1e-6
+# Cancellation factor of the shifted M-step beyond which the pass is run again about
+# the new means: 1e6 costs at most 6 of the 16 digits of a variance.
+RECENTRE_LOSS = 1e6
 
 
 def dead_components(stats: dict) -> np.ndarray:
@@ -364,6 +456,43 @@ def reseed(
     return weights / weights.sum(), means, cov
 
 
+def recentre(
+    passes: DataPasses,
+    runs: Sequence[Run],
+    active: list[int],
+    calls: list[tuple[Callable, K.KernelParams, Callable]],
+    results: list[dict],
+) -> list[np.ndarray | None]:
+    """Run the pass again about the new means for the runs whose M-step would cancel.
+
+    ``results`` is updated in place; returns the shifts each run's statistics now use
+    (None: its current means).
+    """
+    shifts = [
+        runs[i].recentring(stats) for i, stats in zip(active, results, strict=True)
+    ]
+    redo = [j for j, shift in enumerate(shifts) if shift is not None]
+    if not redo:
+        return shifts
+    recentred = []
+    for j in redo:
+        run = runs[active[j]]
+        p = run.params
+        kp = K.recentred(
+            p.weights,
+            p.means,
+            p.precisions_cholesky,
+            run.covariance_type,
+            shifts[j],
+            results[j]["nk"],
+        )
+        recentred.append((calls[j][0], kp, calls[j][2]))
+    again = passes.run_many(recentred, "estep-recentred")
+    for j, stats in zip(redo, again, strict=True):
+        results[j] = stats
+    return shifts
+
+
 def run_em_batched(
     passes: DataPasses,
     runs: Sequence[Run],
@@ -408,15 +537,16 @@ def run_em_batched(
             kp = K.prepare(
                 p.weights, p.means, p.precisions_cholesky, runs[i].covariance_type
             )
-            calls.append((estep_kernel(), kp, K.combine_stats))
+            calls.append((passes.estep, kp, K.combine_stats))
         results = passes.run_many(calls, "estep")
         if on_pass is not None:
             on_pass(results[0]["n"])
+        shifts = recentre(passes, runs, active, calls, results)
         seconds = time.perf_counter() - tic
-        for i, stats in zip(active, results, strict=True):
+        for i, stats, shift in zip(active, results, shifts, strict=True):
             run = runs[i]
             try:
-                change = run.step(stats)
+                change = run.step(stats, shift)
             except ValueError as exc:
                 if raise_errors:
                     raise

@@ -31,7 +31,7 @@ import functools
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -276,14 +276,21 @@ def prepare(
     means: np.ndarray,
     prec_chol: np.ndarray,
     covariance_type: str,
+    center: np.ndarray | None = None,
 ) -> KernelParams:
-    """Turn mixture parameters into the arrays the chunk kernels need."""
+    """Turn mixture parameters into the arrays the chunk kernels need.
+
+    ``center`` (subtracted from every row first) defaults to the weighted mean of
+    the means.
+    """
     weights = np.asarray(weights, dtype=np.float64)
     means = np.asarray(means, dtype=np.float64)
     prec_chol = np.asarray(prec_chol, dtype=np.float64)
     n_components, n_features = means.shape
     total = weights.sum()
-    center = (weights / total) @ means if total > 0 else means.mean(axis=0)
+    if center is None:
+        center = (weights / total) @ means if total > 0 else means.mean(axis=0)
+    center = np.asarray(center, dtype=np.float64)
     shifts = means - center
     if covariance_type == "full":
         # proj[:, k*d:(k+1)*d] = U_k
@@ -739,6 +746,55 @@ def m_step(
         if covariance_type == "spherical":
             cov = cov.mean(axis=1)
     return nk / nk.sum(), means, cov
+
+
+def shift_loss(stats: dict, covariance_type: str, live: np.ndarray) -> float:
+    """How much larger the shifted second moments are than the variances they give.
+
+    The M-step computes ``Σ = S2/N − δδᵀ`` (``δ`` the mean's move from the shift);
+    its diagonal loses about ``log10`` of this factor in digits to cancellation
+    (1 when the shifts are the means). ``live`` masks the components that count.
+    Infinite when a variance comes out zero or negative from non-zero moments.
+    """
+    nk = stats["nk"] + 10 * EPS
+    delta = stats["s1"] / nk[:, None]
+    s2 = stats["s2"]
+    if covariance_type == "tied":
+        moments = np.diag(s2)
+        variances = moments - (nk[live, None] * delta[live] ** 2).sum(axis=0)
+    else:
+        diagonal = np.diagonal(s2, axis1=1, axis2=2) if s2.ndim == 3 else s2
+        moments = (diagonal / nk[:, None])[live]
+        variances = moments - delta[live] ** 2
+    if moments.size == 0:
+        return 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(variances > 0, moments / variances, np.inf)
+    ratio = np.where(moments > 0, ratio, 1.0)
+    return float(ratio.max())
+
+
+def recentred(
+    weights: np.ndarray,
+    means: np.ndarray,
+    prec_chol: np.ndarray,
+    covariance_type: str,
+    about: np.ndarray,
+    about_weights: np.ndarray,
+) -> KernelParams:
+    """Kernel parameters of the mixture that accumulate about the means ``about``.
+
+    The densities are those of ``weights, means, prec_chol`` (the same
+    responsibilities and log-likelihood), computed from rows centred at the
+    ``about_weights``-weighted mean of ``about``; the statistics are shifted by
+    ``about``, so that with the new means there the M-step's covariances are the
+    exact two-pass ones.
+    """
+    about = np.asarray(about, dtype=np.float64)
+    total = about_weights.sum()
+    center = (about_weights / total) @ about if total > 0 else about.mean(axis=0)
+    kp = prepare(weights, means, prec_chol, covariance_type, center=center)
+    return replace(kp, shifts=np.ascontiguousarray(about - center))
 
 
 ###############################################################################

@@ -9,6 +9,7 @@ tasks do (``gmm-estep``, ``gmm-combine``...) so the dashboard tells them apart.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,19 @@ from dask.highlevelgraph import HighLevelGraph
 logger = logging.getLogger(__name__)
 
 DEFAULT_SPLIT_EVERY = 16
+
+
+def active_client() -> Any:
+    """The distributed ``Client`` that computes dask collections now, or None."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    try:
+        client = distributed.get_client()
+    except ValueError:
+        return None
+    scheduler = dask.base.get_scheduler()
+    return client if getattr(scheduler, "__self__", None) is client else None
 
 
 def block_keys(X: da.Array) -> list:

@@ -109,6 +109,7 @@ class ModelConfig(_Block):
     persist: Literal["auto", True, False] = "auto"
     init_sample_size: int = Field(50_000, gt=0)
     nan_policy: Literal["raise", "omit"] = "raise"
+    kernel: Literal["auto", "compiled", "numpy"] = "auto"
 
 
 class TLSConfig(_Block):

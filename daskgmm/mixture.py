@@ -8,7 +8,6 @@ import logging
 import math
 import numbers
 import os
-import sys
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +23,7 @@ from threadpoolctl import threadpool_limits
 from daskgmm import _kernels as K
 from daskgmm import _preprocess as P
 from daskgmm._em import (
+    KERNELS,
     DataPasses,
     Parameters,
     Run,
@@ -42,6 +42,7 @@ from daskgmm._init import (
     sample_rate,
 )
 from daskgmm._reduce import DEFAULT_SPLIT_EVERY, map_rows
+from daskgmm._reduce import active_client as _active_client
 from daskgmm._validation import (
     Data,
     check_init_array,
@@ -127,6 +128,12 @@ class GaussianMixture:
         left out of the fit is ``n_omitted_``), and gives them label -1 and NaN
         responsibilities and log-densities in predict, predict_proba and
         score_samples.
+    kernel : {'auto', 'compiled', 'numpy'}, default='auto'
+        The E-step chunk kernel: 'compiled' is numba's (5-15x faster), 'numpy' the
+        reference it is tested against (the two agree to about 1e-13). 'auto'
+        takes the compiled one, except on workers with less than 1 GiB of memory
+        (numba adds about 150 MB per process); the environment variable
+        ``DASKGMM_KERNEL`` overrides 'auto'.
 
     Attributes
     ----------
@@ -197,6 +204,7 @@ class GaussianMixture:
         scale: str = "none",
         log1p: Any = None,
         nan_policy: str = "raise",
+        kernel: str = "auto",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -218,6 +226,7 @@ class GaussianMixture:
         self.scale = scale
         self.log1p = log1p
         self.nan_policy = nan_policy
+        self.kernel = kernel
 
     # ------------------------------------------------------------------ params
 
@@ -294,6 +303,7 @@ class GaussianMixture:
         _check_log1p_param(self.log1p)
         P.check_covariance_type(self.scale, self.covariance_type)
         check_option(self.nan_policy, "nan_policy", NAN_POLICIES)
+        check_option(self.kernel, "kernel", KERNELS)
 
     def _check_inits(self, n_features: int) -> dict[str, np.ndarray | None]:
         k, ctype = self.n_components, self.covariance_type
@@ -383,7 +393,11 @@ class GaussianMixture:
             if sample_weight is not None:
                 weights = _aligned_weights(sample_weight, array, data)
             passes = DataPasses(
-                array, self.split_every, weights=weights, nan_policy=self.nan_policy
+                array,
+                self.split_every,
+                weights=weights,
+                nan_policy=self.nan_policy,
+                kernel=self.kernel,
             )
             best, space = self._fit_runs(
                 passes, data, inits, callback, log1p, resume=resume, on_state=on_state
@@ -518,6 +532,7 @@ class GaussianMixture:
             passes.name,
             weights=passes.weights,
             nan_policy=passes.nan_policy,
+            kernel=passes.kernel,
         )
         scaled.n_passes = passes.n_passes
         # Mean log-Jacobian of the fitted rows: log p_x = log p_z + this, on average.
@@ -1241,18 +1256,6 @@ def _aligned_weights(sample_weight: Any, array: da.Array, data: Data) -> da.Arra
             )
     (weights,) = dask.optimize(weights)
     return weights
-
-
-def _active_client() -> Any:
-    distributed = sys.modules.get("distributed")
-    if distributed is None:
-        return None
-    try:
-        client = distributed.get_client()
-    except ValueError:
-        return None
-    scheduler = dask.base.get_scheduler()
-    return client if getattr(scheduler, "__self__", None) is client else None
 
 
 def _available_memory(client: Any) -> float:

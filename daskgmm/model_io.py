@@ -66,7 +66,12 @@ SCALED_ARRAYS = {
 }
 # Parameters left out of model.json at their default, so that files of models
 # without preprocessing stay as they were (and readable by older versions).
-_OMITTED_DEFAULTS = {"scale": "none", "log1p": None, "nan_policy": "raise"}
+_OMITTED_DEFAULTS = {
+    "scale": "none",
+    "log1p": None,
+    "nan_policy": "raise",
+    "kernel": "auto",
+}
 FIT_DTYPES = ("float32", "float64")
 _NON_FINITE = ("inf", "-inf", "nan")
 _CORRUPT = "the model file is corrupt"

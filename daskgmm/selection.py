@@ -15,10 +15,12 @@ import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from daskgmm import _kernels as K
 from daskgmm._em import DataPasses, Parameters, Run, RunResult, run_em_batched
@@ -78,7 +80,7 @@ class ModelSelection:
         Passes over the data the whole sweep took.
     """
 
-    table: pd.DataFrame
+    table: pd.DataFrame  # pandas is imported when a table is made
     best_: GaussianMixture
     criterion: str
     models_: dict[tuple[int, str], GaussianMixture] = field(default_factory=dict)
@@ -405,6 +407,8 @@ def _selection(
     n_features = next(
         (c.model.n_features_in_ for c in candidates if c.loglik is not None), None
     )
+    import pandas as pd  # here only: workers unpickling daskgmm skip its 90 MB
+
     table = pd.DataFrame(
         [_row(c, n_features) for c in candidates], columns=list(TABLE_COLUMNS)
     )

@@ -61,6 +61,7 @@ PARAM_NAMES = [
     "scale",
     "log1p",
     "nan_policy",
+    "kernel",
 ]
 NOT_FITTED = (
     "This GaussianMixture instance is not fitted yet. Call 'fit' with appropriate "
@@ -182,6 +183,7 @@ def test_get_params_lists_every_constructor_argument_with_its_default():
         "scale": "none",
         "log1p": None,
         "nan_policy": "raise",
+        "kernel": "auto",
     }
     # Same names and defaults as scikit-learn for every parameter they share.
     sk_params = SklearnGaussianMixture().get_params()

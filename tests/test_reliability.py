@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -69,6 +70,52 @@ def test_no_variance_without_regularisation_is_a_clear_error():
         ValueError, match=r"ill-defined empirical covariance.*reg_covar"
     ):
         GaussianMixture(2, reg_covar=0.0, random_state=0).fit(X)
+
+
+@pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("use_dask", [False, True])
+def test_a_mean_that_moves_far_in_one_step_keeps_every_digit(ctype, use_dask, caplog):
+    # The start is 1e8 standard deviations from the rows: about the old means the
+    # second moments are 1e16 times the covariance (every digit cancels), so the pass
+    # runs again about the new means and gives the two-pass covariance.
+    rng = np.random.RandomState(0)
+    X = rng.randn(2000, 3) @ np.array([[1.0, 0.3, 0.0], [0, 1, 0.5], [0, 0, 2]])
+    precisions = {
+        "full": np.eye(3)[None],
+        "tied": np.eye(3),
+        "diag": np.ones((1, 3)),
+        "spherical": np.ones(1),
+    }[ctype]
+    gm = GaussianMixture(
+        1,
+        covariance_type=ctype,
+        max_iter=1,
+        means_init=np.full((1, 3), 1e8),
+        precisions_init=precisions,
+        reg_covar=0.0,
+    )
+    caplog.set_level(logging.DEBUG, logger="daskgmm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(da.from_array(X, chunks=300) if use_dask else X)
+    assert "one more pass about the new means" in caplog.text
+    cov = np.cov(X, rowvar=False, bias=True)
+    expected = {
+        "full": cov[None],
+        "tied": cov,
+        "diag": np.diag(cov)[None],
+        "spherical": np.diag(cov).mean()[None],
+    }[ctype]
+    np.testing.assert_allclose(gm.means_[0], X.mean(axis=0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(gm.covariances_, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_no_extra_pass_when_the_means_move_little(caplog):
+    rng = np.random.RandomState(1)
+    X = np.vstack([rng.randn(500, 2), rng.randn(500, 2) + 8])
+    caplog.set_level(logging.DEBUG, logger="daskgmm")
+    GaussianMixture(2, random_state=0).fit(X)
+    assert "one more pass" not in caplog.text
 
 
 def test_a_component_that_loses_all_its_rows_is_reseeded():

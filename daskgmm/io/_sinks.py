@@ -20,8 +20,6 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +202,9 @@ def write_zarr(
 
 
 def _write_part(path: str, names: tuple[str, ...], *blocks: np.ndarray) -> int:
+    import pyarrow as pa  # here only: Zarr writers skip its 65 MB
+    import pyarrow.parquet as pq
+
     if os.path.exists(abort_marker(os.path.dirname(path))):
         return 0
     columns = {}
