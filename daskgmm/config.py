@@ -169,6 +169,8 @@ class OutputConfig(_Block):
     log_densities: bool = False
     report: bool = False
     format: Literal["zarr", "parquet"] = "zarr"
+    # Zarr outputs: zarr's default Zstandard, or 'fast' (raw floats, LZ4 labels).
+    zarr_compression: Literal["default", "fast"] = "default"
     overwrite: bool = False
     checkpoint: bool = False
     # With report: also run k-means on every row and compare (soft vs hard).

@@ -248,7 +248,8 @@ def write_predictions(model: Any, data: JobData, cfg: OutputConfig, where: str) 
         io.write_parquet({**data.passthrough, **columns}, path)
     else:
         path = os.path.join(where, "predictions.zarr")
-        io.write_zarr(columns, path)
+        compressors = "fast" if cfg.zarr_compression == "fast" else "auto"
+        io.write_zarr(columns, path, compressors=compressors)
     return {"predictions": path}
 
 

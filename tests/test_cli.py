@@ -364,3 +364,30 @@ def test_parquet_job_with_a_weight_column(tmp_path):
     saved = daskgmm.load(str(tmp_path / "out" / "model"))
     np.testing.assert_allclose(saved.lower_bound_, direct.lower_bound_, rtol=1e-12)
     np.testing.assert_allclose(saved.means_, direct.means_, rtol=1e-10)
+
+
+def test_fast_zarr_compression_of_the_predictions(tmp_path):
+    out = tmp_path / "out"
+    result = daskgmm_cmd(
+        "run",
+        str(DEMO),
+        "--set",
+        "data.synthetic.n_samples=20000",
+        "--set",
+        f"output.directory={out}",
+        "--set",
+        "output.probabilities=true",
+        "--set",
+        "output.zarr_compression=fast",
+        "--set",
+        "output.report=false",
+        "--set",
+        "cluster.n_workers=1",
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    group = zarr.open_group(str(out / "predictions.zarr"), mode="r")
+    names = {name: type(c).__name__ for name in group for c in group[name].compressors}
+    assert names == {"label": "BloscCodec"}, names
+    assert group["probabilities"].compressors == ()
+    assert group["label"].shape == (20000,)

@@ -1148,3 +1148,21 @@ def test_atomic_path_existing_destination(tmp_path):
             f.write("new")
     assert listing(tmp_path / "result") == ["new"]
     assert listing(tmp_path) == ["result"]
+
+
+def test_fast_compression_stores_floats_raw_and_labels_with_lz4(tmp_path):
+    rng = np.random.default_rng(0)
+    X = da.from_array(rng.normal(size=(10_000, 3)), chunks=(4096, 3))
+    y = da.from_array(rng.integers(0, 8, size=10_000).astype(np.uint8), chunks=4096)
+    path = write_zarr({"X": X, "y": y}, tmp_path / "fast.zarr", compressors="fast")
+    group = zarr.open_group(path, mode="r")
+    assert group["X"].compressors == ()
+    (codec,) = group["y"].compressors
+    assert type(codec).__name__ == "BloscCodec"
+    assert codec.cname.value == "lz4" and codec.clevel == 1
+    np.testing.assert_array_equal(group["X"][:], X.compute())
+    np.testing.assert_array_equal(group["y"][:], y.compute())
+    default = zarr.open_group(
+        write_zarr({"X": X}, tmp_path / "default.zarr"), mode="r"
+    )
+    assert type(default["X"].compressors[0]).__name__ == "ZstdCodec"
