@@ -389,5 +389,5 @@ def test_fast_zarr_compression_of_the_predictions(tmp_path):
     group = zarr.open_group(str(out / "predictions.zarr"), mode="r")
     names = {name: type(c).__name__ for name in group for c in group[name].compressors}
     assert names == {"label": "BloscCodec"}, names
-    assert group["probabilities"].compressors == ()
+    assert group["proba"].compressors == ()
     assert group["label"].shape == (20000,)

@@ -1162,7 +1162,5 @@ def test_fast_compression_stores_floats_raw_and_labels_with_lz4(tmp_path):
     assert codec.cname.value == "lz4" and codec.clevel == 1
     np.testing.assert_array_equal(group["X"][:], X.compute())
     np.testing.assert_array_equal(group["y"][:], y.compute())
-    default = zarr.open_group(
-        write_zarr({"X": X}, tmp_path / "default.zarr"), mode="r"
-    )
+    default = zarr.open_group(write_zarr({"X": X}, tmp_path / "default.zarr"), mode="r")
     assert type(default["X"].compressors[0]).__name__ == "ZstdCodec"
