@@ -12,17 +12,6 @@ from collections.abc import Callable
 
 from pipelines import cluster, segment_image, select_model
 
-
-def _not_yet(name: str) -> Callable[..., dict]:
-    def run(config: object, *, resume: bool = False, progress: object = None) -> dict:
-        raise NotImplementedError(
-            f"pipeline '{name}' is not available in this version of daskgmm; use "
-            "pipeline: cluster"
-        )
-
-    return run
-
-
 PIPELINES: dict[str, Callable[..., dict]] = {
     "cluster": cluster.run,
     "segment_image": segment_image.run,
