@@ -571,51 +571,23 @@ def _lanes_diag_tile(xt, g, c, jt, s1v, s2v, width) -> None:
 
 
 @_jit
-def _rows_compact(xr, g, sh, dr, gc, nb8) -> int:
-    """The rows of the sub-block with ``γ ≠ 0``, in order: ``D = x − c − shift`` to
-    consecutive rows of ``dr`` and ``γ`` to ``gc``, padded with zero rows to a
-    multiple of 8. Returns that padded number of rows.
+def _rows_outer_update(xr, g, sh, dr, s1v, s2v, nb8) -> None:
+    """``s1 += Σ γ D`` and the upper triangle of ``s2 += Σ γ D Dᵀ`` (row-major,
+    ``D = x − c − shift`` computed into ``dr``), 8 rows by 2 output rows at a time.
 
-    Rows with ``γ = 0`` add exact zeros to the moments (their ``D`` is finite), so
-    leaving them out only regroups the sums; with well-separated clusters most of a
-    component's rows have ``γ = 0``.
+    The row length ``dp = sh.size`` is a multiple of 8, so that the loops along a
+    row run in whole vectors from a multiple of 8; blocks of 8 columns below the
+    diagonal are skipped and the rest of the lower triangle is overwritten by
+    :func:`_finish`.
     """
     dp = sh.size
     u = np.uint64
     udp = u(dp)
-    count = 0
     for b in range(nb8):
-        gb = g[b]
-        if gb == 0.0:
-            continue
         r = u(b) * udp
-        o = u(count) * udp
-        for j0 in range(dp):
-            j = u(j0)
-            dr[o + j] = xr[r + j] - sh[j]
-        gc[count] = gb
-        count += 1
-    n8 = (count + 7) // 8 * 8
-    for c in range(count, n8):
-        gc[c] = 0.0
-        o = u(c) * udp
-        for j0 in range(dp):
-            dr[o + u(j0)] = 0.0
-    return n8
-
-
-@_jit
-def _rows_outer_update(dr, g, s1v, s2v, dp, nb8) -> None:
-    """``s1 += Σ γ D`` and the upper triangle of ``s2 += Σ γ D Dᵀ`` on the row-major
-    rows ``D`` of ``dr`` (from :func:`_rows_compact`), 8 rows by 2 output rows at a
-    time.
-
-    The row length ``dp`` is a multiple of 8, so that the loops along a row run in
-    whole vectors from a multiple of 8; blocks of 8 columns below the diagonal are
-    skipped and the rest of the lower triangle is overwritten by :func:`_finish`.
-    """
-    u = np.uint64
-    udp = u(dp)
+        for j in range(dp):
+            uj = u(j)
+            dr[r + uj] = xr[r + uj] - sh[uj]
     for b0 in range(0, nb8, 8):
         g0, g1, g2, g3 = g[b0], g[b0 + 1], g[b0 + 2], g[b0 + 3]
         g4, g5, g6, g7 = g[b0 + 4], g[b0 + 5], g[b0 + 6], g[b0 + 7]
@@ -662,9 +634,9 @@ def _rows_outer_update(dr, g, s1v, s2v, dp, nb8) -> None:
 
 
 @_jit
-def _rows_diag_update(dr, g, s1v, s2v, dp, nb8) -> None:
-    """``s1 += Σ γ D`` and ``s2 += Σ γ D²`` on the row-major rows ``D`` of ``dr``,
-    4 rows at a time."""
+def _rows_diag_update(xr, g, sh, s1v, s2v, nb8) -> None:
+    """``s1 += Σ γ D`` and ``s2 += Σ γ D²`` on row-major rows, 4 rows at a time."""
+    dp = sh.size
     u = np.uint64
     udp = u(dp)
     for b0 in range(0, nb8, 4):
@@ -675,10 +647,11 @@ def _rows_diag_update(dr, g, s1v, s2v, dp, nb8) -> None:
         r3 = r2 + udp
         for j0 in range(dp):
             j = u(j0)
-            d0 = dr[r0 + j]
-            d1 = dr[r1 + j]
-            d2 = dr[r2 + j]
-            d3 = dr[r3 + j]
+            c = sh[j]
+            d0 = xr[r0 + j] - c
+            d1 = xr[r1 + j] - c
+            d2 = xr[r2 + j] - c
+            d3 = xr[r3 + j] - c
             w0 = g0 * d0
             w1 = g1 * d1
             w2 = g2 * d2
