@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 
@@ -49,6 +50,41 @@ def _security(cfg: ClusterConfig) -> Any:
     )
 
 
+# glibc's trim threshold for the embedded cluster's workers (see
+# worker_allocator_settings), and the smallest worker memory it is used with.
+WORKER_TRIM_THRESHOLD = 256 * 2**20
+_TRIM_MIN_WORKER_MEMORY = 2 * 2**30
+
+
+def worker_allocator_settings(memory_limit: str | None, n_workers: int) -> dict:
+    """Dask config that lets the embedded cluster's workers keep freed memory.
+
+    distributed starts worker processes with ``MALLOC_TRIM_THRESHOLD_=65536``
+    (``distributed.nanny.pre-spawn-environ``) so that glibc returns freed memory to
+    the system at once; every pass then touches fresh pages again, and freshly
+    touched memory is slow (page faults): measured on 2 workers x 1 thread, 2M x 3
+    rows in memory, K=8, 0.19 s per EM iteration against 0.09 s with a 1 GiB
+    threshold. Workers with at least 2 GiB each keep up to
+    ``WORKER_TRIM_THRESHOLD`` of freed memory; smaller ones keep distributed's
+    setting, whose memory accounting they need more than the speed.
+    """
+    from dask.utils import parse_bytes
+
+    if memory_limit in (None, "auto"):
+        import psutil
+
+        per_worker = psutil.virtual_memory().total / max(n_workers, 1)
+    else:
+        per_worker = parse_bytes(memory_limit)
+    if per_worker < _TRIM_MIN_WORKER_MEMORY:
+        return {}
+    return {
+        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(
+            WORKER_TRIM_THRESHOLD
+        )
+    }
+
+
 @contextlib.contextmanager
 def connect(cfg: ClusterConfig) -> Iterator[Any]:
     """A ``distributed.Client`` for the job: embedded LocalCluster, address or file.
@@ -62,6 +98,7 @@ def connect(cfg: ClusterConfig) -> Iterator[Any]:
     if cfg.embedded:
         n_workers = cfg.n_workers or os.cpu_count() or 1
         with (
+            dask.config.set(worker_allocator_settings(cfg.memory_limit, n_workers)),
             LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=cfg.threads_per_worker or 1,

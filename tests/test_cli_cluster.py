@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -224,3 +225,31 @@ def test_job_on_a_tls_scheduler_with_certificates_from_the_config(tmp_path):
         assert not (tmp_path / "out2").exists()
     finally:
         _stop(procs)
+
+
+@pytest.mark.parametrize(
+    ("memory_limit", "n_workers", "kept"),
+    [("4GiB", 2, True), ("1GiB", 2, False), ("256MiB", 1, False)],
+)
+def test_embedded_workers_keep_freed_memory_when_they_have_room(
+    memory_limit, n_workers, kept
+):
+    from daskgmm.jobs import WORKER_TRIM_THRESHOLD, worker_allocator_settings
+
+    settings = worker_allocator_settings(memory_limit, n_workers)
+    key = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+    assert settings == ({key: str(WORKER_TRIM_THRESHOLD)} if kept else {})
+
+
+def _trim_threshold() -> str | None:
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_embedded_cluster_workers_get_the_trim_threshold():
+    from daskgmm.config import ClusterConfig
+    from daskgmm.jobs import WORKER_TRIM_THRESHOLD, connect
+
+    cfg = ClusterConfig(n_workers=1, memory_limit="3GiB")
+    with connect(cfg) as client:
+        (value,) = client.run(_trim_threshold).values()
+    assert value == str(WORKER_TRIM_THRESHOLD)
