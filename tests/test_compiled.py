@@ -298,6 +298,36 @@ def test_tiny_responsibilities_do_not_matter():
         compare(X, kp)
 
 
+@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
+@pytest.mark.parametrize("d", [8, 64])
+def test_components_without_rows_in_a_sub_block_are_skipped(ctype, d):
+    """Far-apart clusters, rows sorted by cluster: in most sub-blocks all but one
+    component have responsibility exactly 0 (skipped), and one component gets no
+    row at all; rows of the others are compacted for the row-major moments."""
+    rng = np.random.default_rng(13)
+    k = 5
+    means = rng.normal(scale=60.0 / np.sqrt(d), size=(k, d))
+    labels = np.sort(rng.integers(k - 1, size=1500))  # component k - 1: no rows
+    X = means[labels] + rng.normal(size=(1500, d))
+    variances = np.ones((k, d)) * 1.5
+    prec_chol = K.precision_cholesky_from_covariances(variances, "diag")
+    pc = {
+        "full": np.stack([np.diag(p) for p in prec_chol]),
+        "tied": np.diag(prec_chol[0]),
+        "diag": prec_chol,
+        "spherical": prec_chol[:, 0],
+    }[ctype]
+    kp = K.prepare(np.full(k, 1 / k), means + 0.1, pc, ctype)
+    lp = K._weighted_log_prob(X - kp.center, kp)
+    assert np.mean(lp - lp.max(axis=1, keepdims=True) < -500.0) > 0.5
+    got = compare(X, kp)
+    assert got["nk"][k - 1] == 0.0
+    assert not got["s1"][k - 1].any()
+    if ctype != "tied":
+        assert not got["s2"][k - 1].any()
+    compare(X, kp, weights=row_weights(4, X.shape[0]))
+
+
 def test_without_numba_reports_unavailable(monkeypatch):
     monkeypatch.setattr(C, "_numba_ok", None)
     monkeypatch.setitem(sys.modules, "numba", None)
