@@ -78,6 +78,8 @@ LANES_MAX_BYTES = 1 << 20
 # Covariance types as the kernels see them.
 _CODES = {"full": 0, "tied": 1, "diag": 2, "spherical": 2}
 _FULL, _TIED, _DIAG = 0, 1, 2
+# What _estep computes: EM statistics, hard-assignment statistics, log-likelihood.
+_SOFT, _HARD, _LOGLIK = 0, 1, 2
 # Flags of the compiled code: FMA contraction only (no reassociation, no NaN/inf
 # assumptions), so results are deterministic and NaN/inf rows are detected.
 _FASTMATH = frozenset({"contract"})
@@ -487,6 +489,23 @@ def _responsibilities(lp, n_components, m, wv, s, ll, nb) -> None:
             lk[b] = 0.0
 
 
+@_jit
+def _hard_responsibilities(lp, n_components, m, wv, nb) -> None:
+    """Row ``b`` wholly (weight ``wv[b]``) to its first most probable component."""
+    for b in range(nb):
+        best = 0
+        for k in range(n_components):
+            if lp[k * STRIDE + b] == m[b]:
+                best = k
+                break
+        for k in range(n_components):
+            lp[k * STRIDE + b] = 0.0
+        lp[best * STRIDE + b] = wv[b]
+    for k in range(n_components):
+        for b in range(nb, SUB_ROWS):
+            lp[k * STRIDE + b] = 0.0
+
+
 ###############################################################################
 # Statistics, few features: per-lane accumulators acc[slot*ACC_STRIDE + lane]
 #
@@ -821,11 +840,16 @@ def _finish(code, row_length, acc, nk, s1, s2) -> None:
 
 
 @_jit
-def _estep(X, w, center, shifts, coef, ps, log_norm, code, lanes, nk, s1, s2):
+def _estep(
+    X, w, center, shifts, coef, ps, log_norm, code, dcode, mode, lanes, nk, s1, s2
+):
     """Statistics of the block ``X`` into ``nk``, ``s1``, ``s2`` (zeroed float64).
 
-    ``lanes``: accumulate the moments per lane (few features) rather than on
-    row-major copies. ``w`` is empty when unweighted. Returns ``(loglik, n_bad,
+    ``code`` is the covariance type of the statistics, ``dcode`` that of the
+    densities (``coef``, ``ps``); ``mode`` 0 gives soft responsibilities (EM), 1
+    gives every row wholly to its most probable component (k-means' assignment), 2
+    computes the log-likelihood only (no statistics). ``lanes``: accumulate the
+    moments per lane (few features) rather than on row-major copies. ``w`` is empty when unweighted. Returns ``(loglik, n_bad,
     first_bad, bad_weight)``: ``first_bad`` is -1 when no row is bad, ``bad_weight``
     the weight of the bad rows (their number when unweighted).
     """
@@ -882,7 +906,7 @@ def _estep(X, w, center, shifts, coef, ps, log_norm, code, lanes, nk, s1, s2):
     for start in range(0, n, SUB_ROWS):
         nb = n - start if n - start < SUB_ROWS else SUB_ROWS
         _gather(X, start, nb, center, xt, xr, not lanes)
-        _log_prob(xt, coef, ps, log_norm, code, lp, y, unit, q, nb, narrow)
+        _log_prob(xt, coef, ps, log_norm, dcode, lp, y, unit, q, nb, narrow)
         if weighted:
             for b in range(nb):
                 wv[b] = w[start + b]
@@ -893,10 +917,15 @@ def _estep(X, w, center, shifts, coef, ps, log_norm, code, lanes, nk, s1, s2):
                 first_bad = start + first
             n_bad += bad
             bad_weight += weight
-        _responsibilities(lp, n_components, m, wv, s, ll, nb)
+        if mode == _HARD:
+            _hard_responsibilities(lp, n_components, m, wv, nb)
+        else:
+            _responsibilities(lp, n_components, m, wv, s, ll, nb)
         if bad and not weighted:
             for b in range(nb):
                 wv[b] = 1.0
+        if mode == _LOGLIK:
+            continue
         nb8 = (nb + 7) // 8 * 8
         _accumulate(xt, xr, dr, gc, lp, acc_shifts, code, acc, nb8, narrow)
     _finish(code, row_length, acc, nk, s1, s2)
@@ -985,6 +1014,19 @@ def estep_block(
         When ``X`` or ``weights`` do not match the mixture or each other (the
         compiled code does not check bounds).
     """
+    return _run(X, kp, block_index, weights, _SOFT)
+
+
+def _run(
+    X: np.ndarray,
+    kp: KernelParams,
+    block_index: int,
+    weights: np.ndarray | None,
+    mode: int,
+    covariance_type: str | None = None,
+) -> dict:
+    """:func:`_estep` on one block, in ``mode``; the statistics are of
+    ``covariance_type`` (default: that of ``kp``, which the densities use)."""
     if not available():
         raise RuntimeError(
             "the compiled E-step needs numba; install it (pip install numba) or use "
@@ -997,7 +1039,7 @@ def estep_block(
     n, d = X.shape
     if d != kp.n_features:
         raise ValueError(f"X has {d} features but the mixture has {kp.n_features}")
-    ctype = kp.covariance_type
+    ctype = covariance_type or kp.covariance_type
     stats = empty_stats(kp.n_components, d, ctype)
     w = _row_weights(weights, n, stats)
     if w is not None and w.size != n:
@@ -1017,6 +1059,8 @@ def estep_block(
         proj_shifts,
         np.asarray(kp.log_norm, dtype=np.float64),
         _CODES[ctype],
+        _CODES[kp.covariance_type],
+        mode,
         _per_lane_moments(ctype, kp.n_components, shifts.shape[1]),
         stats["nk"],
         stats["s1"],
@@ -1028,3 +1072,47 @@ def estep_block(
     stats["w"] -= bad_weight
     stats["first_bad"] = None if first_bad < 0 else (block_index, int(first_bad))
     return stats
+
+
+def hard_assign_block(
+    X: np.ndarray,
+    centers_and_type: tuple[np.ndarray, str],
+    block_index: int = 0,
+    weights: np.ndarray | None = None,
+) -> dict:
+    """Compiled :func:`daskgmm._kernels.hard_assign_block`: the statistics of a block
+    with every row given wholly to its nearest centre (Euclidean).
+
+    The densities are those of unit spherical components of equal weight, whose
+    most probable component is the nearest centre; ``s1``/``s2`` are shifted by the
+    centres and of ``covariance_type``.
+    """
+    centers, ctype = centers_and_type
+    centers = np.asarray(centers, dtype=np.float64)
+    k, d = centers.shape
+    center = centers.mean(axis=0)
+    shifts = np.ascontiguousarray(centers - center)
+    kp = KernelParams(
+        covariance_type="diag",
+        center=center,
+        shifts=shifts,
+        proj=np.ones((k, d)),
+        proj_shifts=shifts,
+        log_norm=np.zeros(k),
+    )
+    return _run(X, kp, block_index, weights, _HARD, ctype)
+
+
+_LOGLIK_KEYS = ("loglik", "n", "w", "n_bad", "n_bad_weights", "first_bad")
+
+
+def loglik_block(
+    X: np.ndarray,
+    kp: KernelParams,
+    block_index: int = 0,
+    weights: np.ndarray | None = None,
+) -> dict:
+    """Compiled :func:`daskgmm._kernels.loglik_block`: the (weighted) sum of
+    log-densities, rows and total weight of a block (no statistics)."""
+    stats = _run(X, kp, block_index, weights, _LOGLIK)
+    return {key: stats[key] for key in _LOGLIK_KEYS}

@@ -90,10 +90,14 @@ class DataPasses:
         combine: Callable,
         check: bool = True,
     ) -> dict:
-        """One pass: ``kernel`` on every block, combined in a tree, computed once."""
+        """One pass: ``kernel`` on every block, combined in a tree, computed once.
+
+        A NumPy kernel that has a compiled twin runs as the twin when these passes
+        use the compiled E-step (:meth:`twin`).
+        """
         graph = tree_reduce(
             self.X,
-            kernel,
+            self.twin(kernel),
             params,
             combine,
             name=name,
@@ -121,7 +125,7 @@ class DataPasses:
         Each block is read once; the results of every call share one reduction tree
         and equal those of separate passes bitwise (same kernels, same tree).
         """
-        kernels = tuple((kernel, params) for kernel, params, _ in calls)
+        kernels = tuple((self.twin(kernel), params) for kernel, params, _ in calls)
         combines = tuple(combine for _, _, combine in calls)
         results = self.run(
             multi_block,
@@ -140,6 +144,19 @@ class DataPasses:
         if self._estep is None:
             self._estep = select_estep_kernel(self.kernel)
         return self._estep
+
+    def twin(self, kernel: Callable) -> Callable:
+        """``kernel``, or its compiled twin when these passes use the compiled E-step
+        (the E-step, hard-assignment and log-likelihood kernels have one)."""
+        if kernel not in _TWINNED or self.estep is K.estep_block:
+            return kernel
+        from daskgmm import _compiled
+
+        return {
+            K.estep_block: _compiled.estep_block,
+            K.hard_assign_block: _compiled.hard_assign_block,
+            K.loglik_block: _compiled.loglik_block,
+        }[kernel]
 
     def stats(self, kernel: Callable, params: object, name: str) -> dict:
         """A pass whose blocks return E-step-like statistics."""
@@ -397,6 +414,8 @@ class Run:
 
 
 KERNELS = ("auto", "compiled", "numpy")
+# The NumPy kernels with a compiled twin in daskgmm._compiled.
+_TWINNED = (K.estep_block, K.hard_assign_block, K.loglik_block)
 # Workers with less memory than this keep the NumPy E-step kernel under 'auto'.
 COMPILED_MIN_WORKER_MEMORY = 1 << 30
 

@@ -248,6 +248,7 @@ def compare_with_kmeans(
         array,
         getattr(model, "split_every", 16),
         nan_policy=getattr(model, "nan_policy", "raise"),
+        kernel=getattr(model, "kernel", "auto"),
     )
     return compare_passes(
         model, passes, random_state=random_state, threshold=threshold, max_iter=max_iter

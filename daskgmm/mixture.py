@@ -846,11 +846,6 @@ class GaussianMixture:
         """(Weighted) total log-likelihood ``loglik`` of ``X``, its total weight ``w``
         (the number of rows when unweighted) and its rows ``n``, in one pass."""
         data = self._check_predict_input(X)
-        scaling = self._scaling()
-        if scaling is None:
-            kernel, params = K.loglik_block, self._kernel_params()
-        else:
-            kernel, params = _scaled_loglik_block, (scaling, self._fit_kernel_params())
         if not data.is_dask and self.nan_policy == "raise":
             _raise_if_non_finite(data.array)
         array = data.array if data.is_dask else _numpy_to_dask(data.array)
@@ -858,8 +853,19 @@ class GaussianMixture:
         if sample_weight is not None:
             weights = _aligned_weights(sample_weight, array, data)
         passes = DataPasses(
-            array, self.split_every, weights=weights, nan_policy=self.nan_policy
+            array,
+            self.split_every,
+            weights=weights,
+            nan_policy=self.nan_policy,
+            kernel=self.kernel,
         )
+        scaling = self._scaling()
+        if scaling is None:
+            kernel, params = K.loglik_block, self._kernel_params()
+        else:
+            loglik = passes.twin(K.loglik_block)
+            kernel = _scaled_loglik_block
+            params = (scaling, self._fit_kernel_params(), loglik)
         with _one_blas_thread_per_task():
             result = passes.run(kernel, params, "score", K.combine_loglik)
         return {
@@ -1142,10 +1148,10 @@ def _scaled_loglik_block(
     block_index: int = 0,
     weights: np.ndarray | None = None,
 ) -> dict:
-    """:func:`K.loglik_block` of original rows: on the scaled rows, plus the
-    (weighted) sum of the log-Jacobian."""
-    scaling, kp = spec
-    stats = K.loglik_block(P.transform_block(X, scaling), kp, block_index, weights)
+    """``loglik`` (:func:`K.loglik_block` or its compiled twin) of original rows:
+    on the scaled rows, plus the (weighted) sum of the log-Jacobian."""
+    scaling, kp, loglik = spec
+    stats = loglik(P.transform_block(X, scaling), kp, block_index, weights)
     jacobian = P.log_jacobian_block(X, scaling) + P.log_abs_det(scaling)
     # Rows left out (no finite density: NaN or inf) contribute nothing.
     used = np.isfinite(jacobian) & np.isfinite(X).all(axis=1)

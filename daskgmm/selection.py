@@ -234,7 +234,11 @@ def select_model(
         if sample_weight is not None:
             weights = _aligned_weights(sample_weight, array, data)
         passes = DataPasses(
-            array, first.split_every, weights=weights, nan_policy=first.nan_policy
+            array,
+            first.split_every,
+            weights=weights,
+            nan_policy=first.nan_policy,
+            kernel=first.kernel,
         )
         space = first._fit_space(passes, data)
         _sweep(space.passes, candidates, data.n_samples)

@@ -346,3 +346,37 @@ def test_module_imports_without_numba():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("d", [3, 16, 64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_hard_assign_and_loglik_twins_match_numpy(ctype, d, weighted):
+    rng = np.random.default_rng(d)
+    X = rng.normal(size=(3001, d)) * 3 + 1e3
+    X[7, 1] = np.nan
+    w = rng.uniform(0, 2, size=len(X)) if weighted else None
+    centers = X[rng.choice(np.arange(10, len(X)), 5, replace=False)] + 0.1
+    ours = C.hard_assign_block(X, (centers, ctype), 4, w)
+    ref = K.hard_assign_block(X, (centers, ctype), 4, w)
+    for key in ("nk", "s1", "s2"):
+        np.testing.assert_allclose(
+            ours[key], ref[key], rtol=1e-12, atol=1e-9 * np.abs(ref[key]).max()
+        )
+    assert ours["first_bad"] == ref["first_bad"] == (4, 7)
+    assert ours["n_bad"] == ref["n_bad"] == 1
+    np.testing.assert_allclose(ours["w"], ref["w"], rtol=1e-14)
+    cov = {
+        "full": np.stack([np.eye(d)] * 5) * 4,
+        "tied": np.eye(d) * 4,
+        "diag": np.full((5, d), 4.0),
+        "spherical": np.full(5, 4.0),
+    }[ctype]
+    prec = K.precision_cholesky_from_covariances(cov, ctype)
+    kp = K.prepare(np.full(5, 0.2), centers, prec, ctype)
+    ours = C.loglik_block(X, kp, 2, w)
+    ref = K.loglik_block(X, kp, 2, w)
+    assert ours.keys() == ref.keys()
+    np.testing.assert_allclose(ours["loglik"], ref["loglik"], rtol=1e-13)
+    assert (ours["n"], ours["n_bad"], ours["first_bad"]) == (3001, 1, (2, 7))
+    np.testing.assert_allclose(ours["w"], ref["w"], rtol=1e-14)
