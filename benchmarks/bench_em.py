@@ -15,8 +15,9 @@ daskgmm modes:
 
 - ``threads``: NumPy input on dask's threaded scheduler (all cores), its default
   chunking;
-- ``cluster``: a ``LocalCluster`` of 2 worker processes x 1 thread, the data persisted
-  in the workers' memory beforehand (``--cluster-workers`` to change);
+- ``cluster``: a ``LocalCluster`` of 2 worker processes x 1 thread with the embedded
+  cluster's allocator setting (``daskgmm.jobs.worker_allocator_settings``), the data
+  persisted in the workers' memory beforehand (``--cluster-workers`` to change);
 - ``zarr``: the data written to a Zarr store by ``daskgmm.io.write_zarr`` (default
   codec, and ``compressors="fast"``) and streamed from disk at every pass
   (``persist=False``), threaded scheduler. ``bare read`` is a pass that only reads the
@@ -108,13 +109,17 @@ def run_threads(X: np.ndarray, common: dict, repeats: int) -> dict:
 
 
 def run_cluster(X: np.ndarray, common: dict, repeats: int, n_workers: int) -> dict:
+    import dask
     import dask.array as da
     from distributed import Client, LocalCluster, wait
 
     from daskgmm import GaussianMixture
+    from daskgmm.jobs import worker_allocator_settings
 
     rows = -(-X.shape[0] // (4 * n_workers))
     with (
+        # The embedded cluster's worker setting (daskgmm run does the same).
+        dask.config.set(worker_allocator_settings(None, n_workers)),
         LocalCluster(
             n_workers=n_workers,
             threads_per_worker=1,
