@@ -15,8 +15,14 @@ import dask
 import dask.array as da
 import numpy as np
 
+from daskgmm import _compiled
 from daskgmm import _kernels as K
-from daskgmm._reduce import active_client, block_sources, tree_reduce
+from daskgmm._reduce import (
+    active_client,
+    block_sources,
+    tree_reduce,
+    worker_memory_limits,
+)
 from daskgmm.exceptions import ComponentReseededWarning
 
 logger = logging.getLogger("daskgmm")
@@ -148,15 +154,9 @@ class DataPasses:
     def twin(self, kernel: Callable) -> Callable:
         """``kernel``, or its compiled twin when these passes use the compiled E-step
         (the E-step, hard-assignment and log-likelihood kernels have one)."""
-        if kernel not in _TWINNED or self.estep is K.estep_block:
+        if kernel not in _TWINS or self.estep is K.estep_block:
             return kernel
-        from daskgmm import _compiled
-
-        return {
-            K.estep_block: _compiled.estep_block,
-            K.hard_assign_block: _compiled.hard_assign_block,
-            K.loglik_block: _compiled.loglik_block,
-        }[kernel]
+        return _TWINS[kernel]
 
     def stats(self, kernel: Callable, params: object, name: str) -> dict:
         """A pass whose blocks return E-step-like statistics."""
@@ -233,8 +233,6 @@ def select_estep_kernel(choice: str = "auto") -> Callable:
         choice = os.environ["DASKGMM_KERNEL"]
     if choice == "numpy":
         return K.estep_block
-    from daskgmm import _compiled
-
     if not _compiled.available():
         if choice == "compiled":
             raise ImportError(
@@ -263,9 +261,7 @@ def smallest_worker_memory() -> float | None:
     client = active_client()
     if client is None:
         return None
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    limits = [w.get("memory_limit") or 0 for w in workers]
-    limits = [limit for limit in limits if limit > 0]
+    limits = [limit for limit in worker_memory_limits(client) if limit > 0]
     return float(min(limits)) if limits else None
 
 
@@ -414,8 +410,12 @@ class Run:
 
 
 KERNELS = ("auto", "compiled", "numpy")
-# The NumPy kernels with a compiled twin in daskgmm._compiled.
-_TWINNED = (K.estep_block, K.hard_assign_block, K.loglik_block)
+# The NumPy kernels with a compiled twin (importing _compiled does not import numba).
+_TWINS = {
+    K.estep_block: _compiled.estep_block,
+    K.hard_assign_block: _compiled.hard_assign_block,
+    K.loglik_block: _compiled.loglik_block,
+}
 # Workers with less memory than this keep the NumPy E-step kernel under 'auto'.
 COMPILED_MIN_WORKER_MEMORY = 1 << 30
 

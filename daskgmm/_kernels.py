@@ -271,6 +271,12 @@ class KernelParams:
         return self.shifts.shape[1]
 
 
+def weighted_center(weights: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """The ``weights``-weighted mean of ``means`` (their plain mean if all are 0)."""
+    total = weights.sum()
+    return (weights / total) @ means if total > 0 else means.mean(axis=0)
+
+
 def prepare(
     weights: np.ndarray,
     means: np.ndarray,
@@ -287,9 +293,7 @@ def prepare(
     means = np.asarray(means, dtype=np.float64)
     prec_chol = np.asarray(prec_chol, dtype=np.float64)
     n_components, n_features = means.shape
-    total = weights.sum()
-    if center is None:
-        center = (weights / total) @ means if total > 0 else means.mean(axis=0)
+    center = weighted_center(weights, means) if center is None else center
     center = np.asarray(center, dtype=np.float64)
     shifts = means - center
     if covariance_type == "full":
@@ -791,8 +795,7 @@ def recentred(
     exact two-pass ones.
     """
     about = np.asarray(about, dtype=np.float64)
-    total = about_weights.sum()
-    center = (about_weights / total) @ about if total > 0 else about.mean(axis=0)
+    center = weighted_center(about_weights, about)
     kp = prepare(weights, means, prec_chol, covariance_type, center=center)
     return replace(kp, shifts=np.ascontiguousarray(about - center))
 

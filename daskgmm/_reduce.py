@@ -40,6 +40,12 @@ def active_client() -> Any:
     return client if getattr(scheduler, "__self__", None) is client else None
 
 
+def worker_memory_limits(client: Any) -> list[int]:
+    """Each worker's memory limit in bytes (0 where it has none)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return [w.get("memory_limit") or 0 for w in workers]
+
+
 def block_keys(X: da.Array) -> list:
     """Keys of the row blocks of a 2-D dask array whose feature axis is one chunk."""
     if X.ndim != 2 or X.numblocks[1] != 1:

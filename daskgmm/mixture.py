@@ -41,7 +41,7 @@ from daskgmm._init import (
     sample_from_result,
     sample_rate,
 )
-from daskgmm._reduce import DEFAULT_SPLIT_EVERY, map_rows
+from daskgmm._reduce import DEFAULT_SPLIT_EVERY, map_rows, worker_memory_limits
 from daskgmm._reduce import active_client as _active_client
 from daskgmm._validation import (
     Data,
@@ -1267,9 +1267,7 @@ def _aligned_weights(sample_weight: Any, array: da.Array, data: Data) -> da.Arra
 def _available_memory(client: Any) -> float:
     """Bytes the data may occupy: worker memory limits, or free RAM here."""
     if client is not None:
-        workers = client.scheduler_info(n_workers=-1)["workers"].values()
-        limits = [w.get("memory_limit") or 0 for w in workers]
-        return float(sum(limits))
+        return float(sum(worker_memory_limits(client)))
     import psutil
 
     return float(psutil.virtual_memory().available)
