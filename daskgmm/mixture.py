@@ -1306,16 +1306,18 @@ def _fit_array(data: Data, persist: str | bool) -> da.Array:
 
 @contextlib.contextmanager
 def _one_blas_thread_per_task() -> Iterator[None]:
-    """Single-threaded BLAS while dask's threads run the kernels in this process.
+    """Single-threaded BLAS in this process while a fit or score runs.
 
-    Each dask thread already works on its own block; BLAS threads on top of that
-    fight for the same cores (measured: 2x slower per iteration on 2 cores). Worker
-    processes of a distributed cluster are started with ``OPENBLAS_NUM_THREADS=1``
-    (distributed's ``nanny.pre-spawn-environ``), so nothing is changed there.
+    On dask's threaded scheduler each thread already works on its own block; BLAS
+    threads on top of that fight for the same cores (measured: 2x slower per
+    iteration on 2 cores). With a distributed client the M-step's tiny (K, d, d)
+    factorisations run here while the workers keep the cores busy: multi-threaded
+    BLAS then waits for its threads to get a core, ~5 ms per 3x3 triangular solve
+    (measured on a LocalCluster of 2 x 1 on 2 cores, 2M x 3, K=8: 75 ms of client
+    and scheduler CPU per iteration, 12 ms single-threaded). Worker processes are
+    started with
+    ``OPENBLAS_NUM_THREADS=1`` by distributed (``nanny.pre-spawn-environ``).
     """
-    if _active_client() is not None:
-        yield
-        return
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 

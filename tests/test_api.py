@@ -1049,6 +1049,25 @@ def with_non_finite() -> np.ndarray:
     return X
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_non_finite_row_count_against_a_row_by_row_check(with_non_finite, dtype):
+    from daskgmm._validation import count_non_finite_rows
+
+    def brute(X):
+        rows = [i for i in range(X.shape[0]) if not np.isfinite(X[i]).all()]
+        return len(rows), (rows[0] if rows else None)
+
+    big = np.finfo(dtype).max
+    overflow = np.full((6, 2), big, dtype=dtype)  # finite rows, infinite sum
+    mixed = overflow.copy()
+    mixed[4, 1] = np.nan
+    cancel = np.zeros((5, 3), dtype=dtype)
+    cancel[2, 0], cancel[3, 1] = np.inf, -np.inf  # inf - inf: NaN sum
+    for X in (with_non_finite.astype(dtype), overflow, mixed, cancel, overflow[:0]):
+        assert count_non_finite_rows(X) == brute(X)
+    assert count_non_finite_rows(overflow) == (0, None)
+
+
 @pytest.mark.parametrize("kind", ["numpy", "dask"])
 def test_nan_and_inf_in_fit_name_the_rows(with_non_finite, kind):
     X = with_non_finite

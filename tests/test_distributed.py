@@ -171,3 +171,23 @@ def test_fit_with_worker_processes_matches_threaded_scheduler(data):
     assert task_prefixes(stream.data)["gmm-estep"] <= workers
     with dask.config.set(scheduler="threads"):
         assert_array_equal(labels, ref.predict(data))
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def test_the_client_m_step_runs_single_threaded_blas(client, data):
+    # Multi-threaded BLAS on the client waits for cores the workers keep busy:
+    # ~5 ms per 3x3 triangular solve on 2 cores (75 ms of client CPU/iteration).
+    if max(_blas_threads(), default=1) < 2:
+        pytest.skip("BLAS is single-threaded here already")
+    seen: list[list[int]] = []
+    GaussianMixture(3, random_state=0, tol=0, max_iter=3).fit(
+        data, iteration_callback=lambda init, state: seen.append(_blas_threads())
+    )
+    assert len(seen) == 3
+    assert all(threads and max(threads) == 1 for threads in seen), seen
+    assert max(_blas_threads()) >= 2  # restored after the fit
