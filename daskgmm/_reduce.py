@@ -46,6 +46,12 @@ def worker_memory_limits(client: Any) -> list[int]:
     return [w.get("memory_limit") or 0 for w in workers]
 
 
+def worker_threads(client: Any) -> list[int]:
+    """Each worker's number of threads."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return [int(w.get("nthreads") or 1) for w in workers]
+
+
 def block_keys(X: da.Array) -> list:
     """Keys of the row blocks of a 2-D dask array whose feature axis is one chunk."""
     if X.ndim != 2 or X.numblocks[1] != 1:
@@ -131,8 +137,11 @@ def tree_reduce(
         extra = () if weight_sources is None else (weight_sources[i],)
         graph[task_key] = Task(task_key, kernel, source, TaskRef(params_key), i, *extra)
         level.append(task_key)
+    # The root combine is the result (a separate final task would cost a scheduler
+    # round trip per pass on distributed); one block only needs a named copy.
+    final_key = f"gmm-{name}-total-{token}"
     depth = 0
-    while len(level) > 1:
+    while len(level) > split_every:
         depth += 1
         nxt = []
         for j in range(0, len(level), split_every):
@@ -141,8 +150,8 @@ def tree_reduce(
             graph[task_key] = Task(task_key, combine, *[TaskRef(k) for k in group])
             nxt.append(task_key)
         level = nxt
-    final_key = f"gmm-{name}-total-{token}"
-    graph[final_key] = Task(final_key, _identity, TaskRef(level[0]))
+    root = combine if len(level) > 1 else _identity
+    graph[final_key] = Task(final_key, root, *[TaskRef(k) for k in level])
     dependencies = [X] if weights is None else [X, weights]
     hlg = HighLevelGraph.from_collections(final_key, graph, dependencies=dependencies)
     return Delayed(final_key, hlg)

@@ -17,7 +17,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-from dask._task_spec import DataNode
+from dask._task_spec import DataNode, GraphNode
 from threadpoolctl import threadpool_limits
 
 from daskgmm import _kernels as K
@@ -41,7 +41,12 @@ from daskgmm._init import (
     sample_from_result,
     sample_rate,
 )
-from daskgmm._reduce import DEFAULT_SPLIT_EVERY, map_rows, worker_memory_limits
+from daskgmm._reduce import (
+    DEFAULT_SPLIT_EVERY,
+    map_rows,
+    worker_memory_limits,
+    worker_threads,
+)
 from daskgmm._reduce import active_client as _active_client
 from daskgmm._validation import (
     Data,
@@ -1203,16 +1208,39 @@ def _raise_if_non_finite(array: np.ndarray) -> None:
         K.raise_non_finite(n_bad, "X", f" (first at row {first})")
 
 
+def _target_blocks(client: Any) -> tuple[int, int]:
+    """How many row blocks a pass over data held in memory should have, at least and
+    at most, on the scheduler that runs it.
+
+    A task costs about 0.2 ms on the threaded scheduler and 1.5-3 ms on distributed
+    (scheduling, messages, the result's transfer to the combine task): on threads
+    about 4 blocks per core balance the load at no cost; on distributed one block
+    per worker thread keeps the overhead to one task per thread and pass, and fewer
+    blocks than threads would leave threads idle.
+    """
+    if client is None:
+        threads = os.cpu_count() or 1
+        return threads, 4 * threads
+    threads = sum(worker_threads(client)) or 1
+    return threads, threads
+
+
+def _rows_per_block(n: int, n_features: int, itemsize: int, blocks: int) -> int:
+    """Rows of ``blocks`` equal blocks (at least 4096 rows, at most 64 MiB each)."""
+    rows = max(4096, math.ceil(n / blocks))
+    return min(rows, max(1, _TARGET_CHUNK_BYTES // (n_features * itemsize)))
+
+
 def _numpy_to_dask(array: np.ndarray) -> da.Array:
     """Wrap a NumPy array as a dask array of a few row blocks, without copying.
 
     ``da.from_array`` copies its input (dask >= 2025), doubling the memory of a large
-    in-memory table; here every block is a view of ``array``.
+    in-memory table; here every block is a view of ``array``. The number of blocks
+    suits the scheduler (:func:`_target_blocks`).
     """
     n, d = array.shape
-    n_threads = os.cpu_count() or 1
-    rows = max(4096, math.ceil(n / (4 * n_threads)))
-    rows = min(rows, max(1, _TARGET_CHUNK_BYTES // (d * array.itemsize)))
+    blocks = _target_blocks(_active_client())[1]
+    rows = _rows_per_block(n, d, array.itemsize, blocks)
     starts = range(0, n, rows)
     name = f"numpy-rows-{uuid.uuid4().hex}"
     graph = {
@@ -1221,6 +1249,45 @@ def _numpy_to_dask(array: np.ndarray) -> da.Array:
     }
     chunks = (tuple(min(n, s + rows) - s for s in starts), (d,))
     return da.Array(graph, name, chunks=chunks, dtype=array.dtype)
+
+
+def _blocks_in_memory(array: da.Array) -> bool:
+    """Whether every row block of ``array`` is data already (persisted, NumPy), not
+    the result of a task."""
+    graph = array.__dask_graph__()
+    for key in dask.core.flatten(array.__dask_keys__()):
+        node = graph.get(key)
+        if isinstance(node, GraphNode) and not isinstance(node, DataNode):
+            return False
+    return True
+
+
+def _rechunked_for_memory(array: da.Array, client: Any) -> da.Array:
+    """``array`` with row blocks suited to a pass over it in memory, when it is about
+    to be computed into memory anyway (its blocks come from tasks: a read, a
+    conversion); blocks already in memory (persisted, NumPy) are left where they
+    are, since moving them costs a transfer.
+
+    Too few blocks would leave threads idle; on distributed, many more blocks than
+    worker threads cost a task each per pass (:func:`_target_blocks`).
+    """
+    rows_known = not any(math.isnan(c) for c in array.chunks[0])
+    if not rows_known or _blocks_in_memory(array):
+        return array
+    least, most = _target_blocks(client)
+    n_blocks = array.numblocks[0]
+    if least <= n_blocks <= 2 * most:
+        return array
+    n, d = array.shape
+    rows = _rows_per_block(n, d, array.dtype.itemsize, most)
+    if math.ceil(n / rows) == n_blocks:
+        return array
+    logger.info(
+        "re-chunking %d row blocks into blocks of %d rows for the passes in memory",
+        n_blocks,
+        rows,
+    )
+    return array.rechunk({0: rows})
 
 
 def _aligned_weights(sample_weight: Any, array: da.Array, data: Data) -> da.Array:
@@ -1298,7 +1365,7 @@ def _fit_array(data: Data, persist: str | bool) -> da.Array:
     (array,) = dask.optimize(array)
     if keep:
         logger.info("keeping the data in memory during the fit (%s)", reason)
-        array = array.persist()
+        array = _rechunked_for_memory(array, client).persist()
     else:
         logger.info("reading the data from its source at every pass (%s)", reason)
     return array

@@ -759,9 +759,10 @@ def test_split_every_and_persist_give_identical_results(blobs, monkeypatch):
         # Same tree: bitwise equal; another tree: the last bits may differ.
         assert_same_fit(gm, fits[split_every, True], rtol=0)
         assert_same_fit(gm, reference, rtol=1e-12)
-    # split_every is honoured: combine tasks per pass for 12 blocks.
+    # split_every is honoured: combine tasks per pass for 12 blocks (the root
+    # combine is the 'total' task).
     n_combine = [
-        sum(key_split(k) == "gmm-estep-combine" for k in graph)
+        sum(key_split(k) in ("gmm-estep-combine", "gmm-estep-total") for k in graph)
         for graph in recorder.graphs("estep")
     ]
     per_fit = reference.n_iter_
@@ -1402,18 +1403,21 @@ def _tree_depth(graph: dict, key) -> int:
     if key_split(key) == "gmm-estep":
         return 0
     depth = max(_tree_depth(graph, d) for d in deps)
-    return depth + (key_split(key) == "gmm-estep-combine")
+    # The root ('total') combines too, unless it only names a single block's result.
+    combines = key_split(key) == "gmm-estep-combine" or len(deps) > 1
+    return depth + combines
 
 
 @pytest.mark.parametrize(
     "n_blocks, split_every, depth, n_combine",
     [
-        (100, 4, 4, 25 + 7 + 2 + 1),  # 4**3 = 64 < 100 <= 4**4
-        (64, 4, 3, 16 + 4 + 1),
-        (65, 4, 4, 17 + 5 + 2 + 1),
-        (16, 16, 1, 1),
-        (17, 16, 2, 2 + 1),
-        (5, 2, 3, 3 + 2 + 1),
+        # n_combine: combine tasks below the root, which is the 'total' task.
+        (100, 4, 4, 25 + 7 + 2),  # 4**3 = 64 < 100 <= 4**4
+        (64, 4, 3, 16 + 4),
+        (65, 4, 4, 17 + 5 + 2),
+        (16, 16, 1, 0),
+        (17, 16, 2, 2),
+        (5, 2, 3, 3 + 2),
         (1, 16, 0, 0),
     ],
 )
@@ -1451,13 +1455,13 @@ def test_tasks_per_pass_do_not_grow_between_iterations(overlapping, monkeypatch)
     graphs = recorder.graphs("estep")
     assert len(graphs) == 6
     sizes = [len(g) for g in graphs]
-    # 8 persisted blocks + 1 parameters + 8 block tasks + 1 combine + 1 total.
-    assert sizes == [8 + 1 + 8 + 1 + 1] * 6
+    # 8 persisted blocks + 1 parameters + 8 block tasks + 1 total (the combine).
+    assert sizes == [8 + 1 + 8 + 1] * 6
     for graph in graphs:
         names = [key_split(k) for k in graph]
         assert names.count("gmm-params") == 1
         assert names.count("gmm-estep") == 8
-        assert names.count("gmm-estep-combine") == 1
+        assert names.count("gmm-estep-combine") == 0
         assert names.count("gmm-estep-total") == 1
     # The other passes of the fit: the initialisation sample and k-means.
     assert [name for name, _ in recorder.passes] == ["sample", "init-kmeans"] + [

@@ -9,6 +9,7 @@ keeps the covariances exact far from the origin (offsets of 1e6 and 1e8).
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 
 import dask
@@ -310,3 +311,24 @@ def test_sklearn_loses_the_diag_covariances_at_1e8():
             return
     error = np.abs(sk.covariances_ - reference("diag").covariances_).max()
     assert error > 1e-2 * np.abs(reference("diag").covariances_).max()
+
+
+@pytest.mark.parametrize("chunks", [-1, 100, 4096])
+def test_data_computed_into_memory_is_rechunked_for_the_threads(chunks):
+    """Threaded scheduler: data a fit computes into memory keeps its blocks when it
+    has one to 8 per core, and is otherwise cut into about 4 per core (at least
+    4096 rows each); the values do not change."""
+    from daskgmm._validation import check_input
+    from daskgmm.mixture import _fit_array
+
+    n = 60_000
+    X = np.arange(n * 2, dtype=np.float64).reshape(n, 2)
+    source = da.from_array(X, chunks=(chunks, 2)).map_blocks(np.multiply, 1.0)
+    cores = os.cpu_count() or 1
+    given = source.numblocks[0]  # 1, 600, 15
+    rows = max(4096, -(-n // (4 * cores)))  # 7500 on 2 cores
+    expected = given if cores <= given <= 8 * cores else -(-n // rows)
+    with dask.config.set(scheduler="threads"):
+        array = _fit_array(check_input(source), persist=True)
+        assert array.numblocks[0] == expected
+        np.testing.assert_array_equal(array.compute(), X)

@@ -191,3 +191,29 @@ def test_the_client_m_step_runs_single_threaded_blas(client, data):
     assert len(seen) == 3
     assert all(threads and max(threads) == 1 for threads in seen), seen
     assert max(_blas_threads()) >= 2  # restored after the fit
+
+
+def _many_blocks(X: np.ndarray) -> da.Array:
+    """40 row blocks computed by tasks (not data in memory yet)."""
+    return da.from_array(X, chunks=(1000, 3)).map_blocks(np.multiply, 1.0)
+
+
+def _one_block(X: np.ndarray) -> da.Array:
+    return da.from_array(X, chunks=-1).map_blocks(np.multiply, 1.0)
+
+
+@pytest.mark.parametrize(
+    "source", [np.asarray, _many_blocks, _one_block], ids=["numpy", "40", "1"]
+)
+def test_data_kept_in_memory_gets_one_block_per_worker_thread(client, source):
+    # A task costs 1.5-3 ms on distributed: a pass over data in memory runs one
+    # E-step task per worker thread (2 here), whatever the source's blocks.
+    X = np.random.RandomState(1).randn(40_000, 3) + np.repeat(
+        np.eye(3) * 3, [13_000, 13_000, 14_000], axis=0
+    )
+    ref = threaded_fit(X)  # 40,000 rows: the init sample is every row
+    with get_task_stream(client) as stream:
+        gm = GaussianMixture(3, random_state=0, tol=1e-8, persist=True).fit(source(X))
+    assert_same_fit(gm, ref)
+    n_estep = sum(key_split(r["key"]) == "gmm-estep" for r in stream.data)
+    assert n_estep == 2 * gm.n_iter_
