@@ -17,7 +17,9 @@ daskgmm modes:
   chunking;
 - ``cluster``: a ``LocalCluster`` of 2 worker processes x 1 thread with the embedded
   cluster's allocator setting (``daskgmm.jobs.worker_allocator_settings``), the data
-  persisted in the workers' memory beforehand (``--cluster-workers`` to change);
+  persisted in the workers' memory beforehand in one row block per worker thread, as
+  a fit that keeps NumPy input in memory on a cluster has it (``--cluster-workers``
+  to change);
 - ``zarr``: the data written to a Zarr store by ``daskgmm.io.write_zarr`` (default
   codec, and ``compressors="fast"``) and streamed from disk at every pass
   (``persist=False``), threaded scheduler. ``bare read`` is a pass that only reads the
@@ -116,7 +118,8 @@ def run_cluster(X: np.ndarray, common: dict, repeats: int, n_workers: int) -> di
     from daskgmm import GaussianMixture
     from daskgmm.jobs import worker_allocator_settings
 
-    rows = -(-X.shape[0] // (4 * n_workers))
+    # One block per worker thread: what a fit keeps in memory on a cluster gets.
+    rows = -(-X.shape[0] // n_workers)
     with (
         # The embedded cluster's worker setting (daskgmm run does the same).
         dask.config.set(worker_allocator_settings(None, n_workers)),
@@ -142,11 +145,11 @@ def run_zarr(X: np.ndarray, common: dict, repeats: int, directory: str) -> dict:
     from daskgmm.io import read_zarr, write_zarr
 
     out: dict = {}
-    rows = 262_144
     for label, compressors in (("zarr", "auto"), ("zarr_fast", "fast")):
         path = os.path.join(directory, f"{label}.zarr")
+        # write_zarr's own layout: Zarr chunks of at most 16 MiB.
         write_zarr(
-            da.from_array(X, chunks=(rows, X.shape[1])),
+            da.from_array(X, chunks=(-1, X.shape[1])),
             path,
             compressors=compressors,
             overwrite=True,

@@ -1,14 +1,18 @@
 """Wiring of the chunk kernels into dask graphs.
 
 A pass over the data is one graph: a task per row block calling a pure kernel with the
-block and the parameters (one graph key, shared by every block task), then a tree of
-combine tasks of fan-in ``split_every``, then one result. Keys are named after what the
+block and the parameters (copied into the tasks when small, else one graph key shared
+by every block task), then a tree of combine tasks of fan-in ``split_every`` whose
+root is the result. Keys are named after what the
 tasks do (``gmm-estep``, ``gmm-combine``...) so the dashboard tells them apart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +29,9 @@ from dask.highlevelgraph import HighLevelGraph
 logger = logging.getLogger(__name__)
 
 DEFAULT_SPLIT_EVERY = 16
+# Pass parameters up to this many bytes of arrays are copied into every block task;
+# larger ones (K·d² floats: K=8, d=64 is 262 KB) are one key that tasks reference.
+INLINE_PARAMS_BYTES = 64 * 2**10
 
 
 def active_client() -> Any:
@@ -46,10 +53,48 @@ def worker_memory_limits(client: Any) -> list[int]:
     return [w.get("memory_limit") or 0 for w in workers]
 
 
+def array_bytes(obj: Any) -> int:
+    """Bytes of the NumPy arrays in ``obj`` (tuples, lists, dicts, dataclasses)."""
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, (tuple, list)):
+        return sum(array_bytes(item) for item in obj)
+    if isinstance(obj, dict):
+        return sum(array_bytes(item) for item in obj.values())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return sum(array_bytes(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+    return 0
+
+
 def worker_threads(client: Any) -> list[int]:
     """Each worker's number of threads."""
     workers = client.scheduler_info(n_workers=-1)["workers"].values()
     return [int(w.get("nthreads") or 1) for w in workers]
+
+
+# Blocks read from a source are not cut below this size (a task per block costs
+# 0.2-3 ms, however little it reads).
+MIN_SOURCE_BLOCK_BYTES = 2**20
+
+
+def pass_threads() -> int:
+    """Threads a pass runs on: the active distributed client's workers', else the
+    cores of this machine (dask's threaded scheduler)."""
+    client = active_client()
+    if client is None:
+        return os.cpu_count() or 1
+    return sum(worker_threads(client)) or 1
+
+
+def source_block_rows(n_rows: int, row_bytes: int, max_bytes: int) -> int:
+    """Rows per block read from a source (Zarr, .npy): at most ``max_bytes``, and
+    about 4 blocks per thread of the scheduler when the source is small enough (a
+    few big blocks would leave threads idle), but not below 1 MiB."""
+    row_bytes = max(int(row_bytes), 1)
+    most = max(1, max_bytes // row_bytes)
+    least = max(1, MIN_SOURCE_BLOCK_BYTES // row_bytes)
+    spread = math.ceil(n_rows / (4 * pass_threads()))
+    return min(most, max(least, spread))
 
 
 def block_keys(X: da.Array) -> list:
@@ -99,7 +144,8 @@ def tree_reduce(
     kernel : callable
         Pure function of a NumPy block, ``params`` and the block's index.
     params : object
-        Passed to every block task by reference: one key in the graph, whatever its size.
+        Copied into every block task up to ``INLINE_PARAMS_BYTES`` of arrays, else
+        passed by reference: one key in the graph, whatever its size.
     combine : callable
         ``combine(*partials)`` returning a partial of the same kind; called in block
         order, so the result is bitwise reproducible.
@@ -129,13 +175,21 @@ def tree_reduce(
         X.name, None if weights is None else weights.name, params, kernel, combine
     )
     token = tokenize(token, split_every)
-    params_key = f"gmm-params-{token}"
-    graph: dict = {params_key: DataNode(params_key, params)}
+    graph: dict = {}
+    if array_bytes(params) <= INLINE_PARAMS_BYTES:
+        # Small parameters travel inside every block task: a separate key would be
+        # one more task per pass and, on distributed, a transfer to every other
+        # worker before its blocks can start (measured 2-8 ms per pass).
+        params_arg: Any = DataNode(None, params)
+    else:
+        params_key = f"gmm-params-{token}"
+        graph[params_key] = DataNode(params_key, params)
+        params_arg = TaskRef(params_key)
     level = []
     for i, source in enumerate(sources):
         task_key = (f"gmm-{name}-{token}", i)
         extra = () if weight_sources is None else (weight_sources[i],)
-        graph[task_key] = Task(task_key, kernel, source, TaskRef(params_key), i, *extra)
+        graph[task_key] = Task(task_key, kernel, source, params_arg, i, *extra)
         level.append(task_key)
     # The root combine is the result (a separate final task would cost a scheduler
     # round trip per pass on distributed); one block only needs a named copy.

@@ -1383,6 +1383,23 @@ def test_parameters_are_one_graph_key_shared_by_every_block_task():
         assert_allclose(result[name], reference[name], rtol=1e-10)
 
 
+def test_small_parameters_are_copied_into_the_block_tasks():
+    X = np.random.RandomState(0).randn(400, 3)
+    Xd = da.from_array(X, chunks=(25, 3))  # 16 blocks
+    kp = _big_kernel_params(n_components=8, n_features=3)
+    delayed = tree_reduce(Xd, K.estep_block, kp, K.combine_stats, name="estep")
+    graph = dict(delayed.__dask_graph__())
+    assert not [k for k in graph if key_split(k) == "gmm-params"]
+    for key in graph:
+        if key_split(key) == "gmm-estep":
+            # Only the block's own source is a dependency.
+            assert {key_split(d) for d in graph[key].dependencies} == {"array"}
+    result = delayed.compute(scheduler="sync")
+    reference = K.estep_block(X, kp)
+    for name in ("nk", "s1", "s2", "loglik"):
+        assert_allclose(result[name], reference[name], rtol=1e-10)
+
+
 def test_predict_parameters_are_one_graph_key_shared_by_every_block(blobs):
     X, _ = blobs
     gm = GaussianMixture(3, random_state=0).fit(X)
@@ -1455,11 +1472,12 @@ def test_tasks_per_pass_do_not_grow_between_iterations(overlapping, monkeypatch)
     graphs = recorder.graphs("estep")
     assert len(graphs) == 6
     sizes = [len(g) for g in graphs]
-    # 8 persisted blocks + 1 parameters + 8 block tasks + 1 total (the combine).
-    assert sizes == [8 + 1 + 8 + 1] * 6
+    # 8 persisted blocks + 8 block tasks (small parameters inside) + 1 total (the
+    # combine).
+    assert sizes == [8 + 8 + 1] * 6
     for graph in graphs:
         names = [key_split(k) for k in graph]
-        assert names.count("gmm-params") == 1
+        assert names.count("gmm-params") == 0
         assert names.count("gmm-estep") == 8
         assert names.count("gmm-estep-combine") == 0
         assert names.count("gmm-estep-total") == 1

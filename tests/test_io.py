@@ -185,6 +185,26 @@ def test_read_zarr_sharded_blocks_are_whole_shards(tmp_path, monkeypatch):
     assert_array_equal(x.compute(), X)
 
 
+def test_a_small_store_is_read_in_about_four_blocks_per_core(tmp_path, monkeypatch):
+    from daskgmm import _reduce
+
+    X = features(4000, N_FEATURES)
+    path = tmp_path / "small.zarr"
+    zarr_array(path, X, chunks=(100, N_FEATURES))
+    cores = os.cpu_count() or 1
+    # 1 MiB blocks at least: the whole small store is one block.
+    assert read_zarr(path).numblocks[0] == 1
+    monkeypatch.setattr(_reduce, "MIN_SOURCE_BLOCK_BYTES", 1)
+    x = read_zarr(path)
+    rows = max(100, -(-4000 // (4 * cores)) // 100 * 100)  # whole chunks
+    assert x.chunks[0][0] == rows
+    assert x.numblocks[0] == -(-4000 // rows)
+    assert_array_equal(x.compute(), X)
+    # A .npy file alike.
+    np.save(tmp_path / "x.npy", X)
+    assert read_npy(tmp_path / "x.npy").chunks[0][0] == -(-4000 // (4 * cores))
+
+
 def test_read_zarr_rows_per_chunk_overrides_the_shard_alignment(tmp_path):
     X = features()
     path = tmp_path / "sharded.zarr"
@@ -858,6 +878,17 @@ def test_write_zarr_makes_irregular_row_chunks_regular(tmp_path):
     x = da.from_array(X, chunks=((10, 30, 3, 60), 3))
     z = zarr.open_array(write_zarr(x, tmp_path / "x.zarr"), mode="r")
     assert z.chunks == (60, 3)
+    assert_array_equal(z[:], X)
+
+
+def test_write_zarr_cuts_big_row_chunks_to_the_read_block_size(tmp_path, monkeypatch):
+    from daskgmm.io import _sinks
+
+    monkeypatch.setattr(_sinks, "ZARR_CHUNK_BYTES", 24 * 8 * 3)  # 24 rows of 3 floats
+    X = features(103, 3)
+    x = da.from_array(X, chunks=(-1, 3))  # one block of 103 rows
+    z = zarr.open_array(write_zarr(x, tmp_path / "x.zarr"), mode="r")
+    assert z.chunks == (24, 3)
     assert_array_equal(z[:], X)
 
 

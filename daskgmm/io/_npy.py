@@ -9,6 +9,8 @@ import numpy as np
 from dask._task_spec import Task
 from dask.base import tokenize
 
+from daskgmm._reduce import source_block_rows
+
 DEFAULT_CHUNK_BYTES = 16 * 2**20
 
 
@@ -48,7 +50,9 @@ def read_npy(path: str | os.PathLike, *, rows_per_chunk: int | None = None) -> d
     if dtype.hasobject:
         raise TypeError(f"{path} holds Python objects; only numeric arrays are read")
     n, d = shape
-    rows = rows_per_chunk or max(1, DEFAULT_CHUNK_BYTES // max(d * dtype.itemsize, 1))
+    rows = rows_per_chunk or source_block_rows(
+        n, d * dtype.itemsize, DEFAULT_CHUNK_BYTES
+    )
     starts = list(range(0, n, rows)) or [0]
     name = "read-npy-" + tokenize(path, os.stat(path).st_mtime_ns, rows)
     graph = {

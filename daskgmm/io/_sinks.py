@@ -103,8 +103,16 @@ def _abandon(tmp: str, grace: float = ABANDON_GRACE_SECONDS) -> None:
     _remove(marker)
 
 
+# Largest Zarr chunk write_zarr writes: a quarter of the block size read_zarr reads,
+# so that a pass over a small store still has several blocks per core (a 100 MB
+# chunk would be read and computed on one thread), while a big one is read in
+# blocks of 4 chunks.
+ZARR_CHUNK_BYTES = 4 * 2**20
+
+
 def _regular_rows(array: da.Array) -> da.Array:
-    """Rows in blocks of one size (but the last), other axes in one block.
+    """Rows in blocks of one size (but the last) of at most ``ZARR_CHUNK_BYTES``,
+    other axes in one block.
 
     Zarr chunks are regular, and two dask blocks must never write the same Zarr
     chunk. The caller's array is not modified.
@@ -117,7 +125,11 @@ def _regular_rows(array: da.Array) -> da.Array:
         )
         array = array.compute_chunk_sizes()
         rows = array.chunks[0]
-    if len(rows) > 1 and (len(set(rows[:-1])) > 1 or rows[-1] > rows[0]):
+    row_bytes = array.dtype.itemsize * math.prod(array.shape[1:])
+    most = max(1, ZARR_CHUNK_BYTES // max(row_bytes, 1))
+    if max(rows, default=0) > most:
+        array = array.rechunk({0: most})
+    elif len(rows) > 1 and (len(set(rows[:-1])) > 1 or rows[-1] > rows[0]):
         array = array.rechunk({0: max(rows)})
     if any(n > 1 for n in array.numblocks[1:]):
         array = array.rechunk({axis: -1 for axis in range(1, array.ndim)})
@@ -163,7 +175,9 @@ def write_zarr(
     ----------
     arrays : dask array or mapping of name to dask array
         A single array is written as the store's root array; a mapping as arrays of
-        a group. Row chunks become the Zarr chunks (made regular if needed).
+        a group. Row chunks become the Zarr chunks (made regular if needed, and
+        cut to at most 4 MiB, a quarter of the block size :func:`read_zarr` reads,
+        so that a pass over a small store runs on every core).
     path : str or path
         Destination directory (``.zarr``).
     overwrite : bool

@@ -9,6 +9,8 @@ from typing import Any
 import dask.array as da
 import zarr
 
+from daskgmm._reduce import source_block_rows
+
 logger = logging.getLogger(__name__)
 
 # Bytes of one row block read from a store, unless the caller says otherwise.
@@ -88,14 +90,15 @@ def storage_rows(arr: zarr.Array) -> tuple[int, int]:
 def aligned_rows(arr: zarr.Array, rows_per_chunk: int | None, row_bytes: int) -> int:
     """Rows per dask block, aligned to the store's shards (or inner chunks).
 
-    Blocks are whole shards when a shard fits in ``DEFAULT_CHUNK_BYTES`` (several
-    shards per block if they are small); otherwise whole inner chunks, so no store
-    chunk is read by two tasks.
+    Blocks are whole shards when a shard fits in the budget: ``DEFAULT_CHUNK_BYTES``,
+    or less for a small store, so that it gives about 4 blocks per thread
+    (:func:`daskgmm._reduce.source_block_rows`); several shards per block if they are
+    small; otherwise whole inner chunks, so no store chunk is read by two tasks.
     """
     shard_rows, inner_rows = storage_rows(arr)
     if rows_per_chunk is not None:
         return int(rows_per_chunk)
-    budget_rows = max(1, DEFAULT_CHUNK_BYTES // max(row_bytes, 1))
+    budget_rows = source_block_rows(arr.shape[0], row_bytes, DEFAULT_CHUNK_BYTES)
     unit = shard_rows if shard_rows <= budget_rows else inner_rows
     return max(unit, (budget_rows // unit) * unit)
 
