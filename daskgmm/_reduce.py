@@ -29,6 +29,9 @@ from dask.highlevelgraph import HighLevelGraph
 logger = logging.getLogger(__name__)
 
 DEFAULT_SPLIT_EVERY = 16
+# Bytes of partial results one combine task may hold; the fan-in is lowered below
+# split_every when the partials are bigger (K=64, d=128 full: 8.4 MB each, fan-in 7).
+COMBINE_INPUT_BYTES = 64 * 2**20
 # Pass parameters up to this many bytes of arrays are copied into every block task;
 # larger ones (K·d² floats: K=8, d=64 is 262 KB) are one key that tasks reference.
 INLINE_PARAMS_BYTES = 64 * 2**10
@@ -152,7 +155,8 @@ def tree_reduce(
     name : str
         Task-name prefix, e.g. ``"estep"`` gives ``gmm-estep-<token>``.
     split_every : int
-        Fan-in of the tree (at least 2).
+        Fan-in of the tree (at least 2); lower when ``split_every`` partials of about
+        the parameters' size would exceed ``COMBINE_INPUT_BYTES``.
     sources : list, optional
         :func:`block_sources` of ``X``, when the caller computed them already.
     weights : dask array of shape (n_samples,), optional
@@ -166,7 +170,10 @@ def tree_reduce(
     dask.delayed.Delayed
         The combined result; compute it once.
     """
-    split_every = max(int(split_every), 2)
+    # A combine task holds split_every partials, each about the size of the
+    # parameters (K·d² floats): the fan-in is lowered for big models.
+    partial_bytes = max(array_bytes(params), 1)
+    split_every = max(min(int(split_every), COMBINE_INPUT_BYTES // partial_bytes), 2)
     if sources is None:
         sources = block_sources(X)
     if weights is not None and weight_sources is None:

@@ -1462,6 +1462,33 @@ def test_reduction_tree_depth_is_ceil_log_split_every(
     assert delayed.compute(scheduler="sync")["n"] == n_blocks * 3
 
 
+def test_the_fan_in_is_lowered_for_big_partials(monkeypatch):
+    import daskgmm._reduce as R
+
+    Xd = da.from_array(np.random.RandomState(0).randn(160, 64), chunks=(10, 64))
+    kp = _big_kernel_params()  # 8 x 64 x 64 floats: 262 KB
+    # Room for 4 partials of that size in one combine task: fan-in 4, not 16.
+    monkeypatch.setattr(R, "COMBINE_INPUT_BYTES", 4 * R.array_bytes(kp) + 100)
+    delayed = tree_reduce(
+        Xd, K.estep_block, kp, K.combine_stats, name="estep", split_every=16
+    )
+    graph = dict(delayed.__dask_graph__())
+    fan_in = [
+        len(task.dependencies)
+        for key, task in graph.items()
+        if key_split(key) in ("gmm-estep-combine", "gmm-estep-total")
+    ]
+    assert sorted(fan_in) == [4] * 5  # 16 blocks: 4 combines of 4, a root of 4
+    assert _tree_depth(graph, delayed.key) == 2
+    monkeypatch.undo()
+    graph = dict(
+        tree_reduce(
+            Xd, K.estep_block, kp, K.combine_stats, name="estep", split_every=16
+        ).__dask_graph__()
+    )
+    assert not [k for k in graph if key_split(k) == "gmm-estep-combine"]
+
+
 @pytest.mark.filterwarnings("ignore::daskgmm.ConvergenceWarning")
 def test_tasks_per_pass_do_not_grow_between_iterations(overlapping, monkeypatch):
     X = overlapping
