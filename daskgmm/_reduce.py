@@ -80,10 +80,9 @@ def worker_threads(client: Any) -> list[int]:
 MIN_SOURCE_BLOCK_BYTES = 2**20
 
 
-def pass_threads() -> int:
-    """Threads a pass runs on: the active distributed client's workers', else the
+def scheduler_threads(client: Any) -> int:
+    """Threads a pass runs on: those of ``client``'s workers, or with no client the
     cores of this machine (dask's threaded scheduler)."""
-    client = active_client()
     if client is None:
         return os.cpu_count() or 1
     return sum(worker_threads(client)) or 1
@@ -96,7 +95,7 @@ def source_block_rows(n_rows: int, row_bytes: int, max_bytes: int) -> int:
     row_bytes = max(int(row_bytes), 1)
     most = max(1, max_bytes // row_bytes)
     least = max(1, MIN_SOURCE_BLOCK_BYTES // row_bytes)
-    spread = math.ceil(n_rows / (4 * pass_threads()))
+    spread = math.ceil(n_rows / (4 * scheduler_threads(active_client())))
     return min(most, max(least, spread))
 
 

@@ -44,8 +44,8 @@ from daskgmm._init import (
 from daskgmm._reduce import (
     DEFAULT_SPLIT_EVERY,
     map_rows,
+    scheduler_threads,
     worker_memory_limits,
-    worker_threads,
 )
 from daskgmm._reduce import active_client as _active_client
 from daskgmm._validation import (
@@ -1218,11 +1218,8 @@ def _target_blocks(client: Any) -> tuple[int, int]:
     per worker thread keeps the overhead to one task per thread and pass, and fewer
     blocks than threads would leave threads idle.
     """
-    if client is None:
-        threads = os.cpu_count() or 1
-        return threads, 4 * threads
-    threads = sum(worker_threads(client)) or 1
-    return threads, threads
+    threads = scheduler_threads(client)
+    return (threads, 4 * threads) if client is None else (threads, threads)
 
 
 def _rows_per_block(n: int, n_features: int, itemsize: int, blocks: int) -> int:
@@ -1382,8 +1379,8 @@ def _one_blas_thread_per_task() -> Iterator[None]:
     BLAS then waits for its threads to get a core, ~5 ms per 3x3 triangular solve
     (measured on a LocalCluster of 2 x 1 on 2 cores, 2M x 3, K=8: 75 ms of client
     and scheduler CPU per iteration, 12 ms single-threaded). Worker processes are
-    started with
-    ``OPENBLAS_NUM_THREADS=1`` by distributed (``nanny.pre-spawn-environ``).
+    started with ``OPENBLAS_NUM_THREADS=1`` by distributed
+    (``nanny.pre-spawn-environ``).
     """
     with threadpool_limits(limits=1, user_api="blas"):
         yield
