@@ -93,6 +93,27 @@ _INV_LN2 = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 with 32 trailing zero bits
 _LN2_LO = 1.90821492927058770002e-10
 _SQRT2 = 1.4142135623730951
+# Rounds x ln2 to an integer n in its low mantissa bits (|n| < 2^51): 1.5 · 2^52;
+# adding _EXP_BIAS to those bits gives n + 1023, the exponent bits of 2^n.
+_EXP_SHIFTER = 6755399441055744.0
+_EXP_BIAS = 1023 - 0x4338000000000000
+# Minimax polynomial of exp on [-ln2/2, ln2/2] for the relative error (Remez), the
+# coefficient of r^i at i: error 3e-18, 2.3e-17 with the coefficients as doubles
+# (the Taylor polynomial needs degree 13 for 5e-18).
+_EXP_POLY = (
+    1.0,
+    1.0,
+    0.5000000000000018,
+    0.1666666666666617,
+    0.04166666666649277,
+    0.00833333333355927,
+    0.0013888888951223987,
+    0.00019841269432679237,
+    2.4801486521427463e-05,
+    2.7557622530872255e-06,
+    2.7632293279459877e-07,
+    2.4994304884817207e-08,
+)
 _MANTISSA = 0x000FFFFFFFFFFFFF
 _ONE_BITS = 0x3FF0000000000000
 
@@ -156,27 +177,20 @@ def available() -> bool:
 def _exp_nonpositive(x: float) -> float:
     """``exp(x)`` for ``x ≤ 0``, 0 below ``_EXP_FLUSH``; branch-free so loops vectorise.
 
-    ``x = n ln2 + r`` with ``|r| ≤ ln2/2``; ``e^r`` by its Taylor polynomial of
-    degree 13 (truncation < 5e-18 relative), ``2^n`` built from its bits.
+    ``x = n ln2 + r`` with ``|r| ≤ ln2/2``; ``e^r`` by a minimax polynomial of
+    degree 11 (``_EXP_POLY``), ``2^n`` built from its bits. ``n`` is rounded by
+    adding ``_EXP_SHIFTER``: its low bits are then those of ``n``, so that neither a
+    rounding nor a conversion instruction is needed (the loop is throughput-bound).
     """
     xc = x if x > _EXP_FLUSH else _EXP_FLUSH
-    nf = np.floor(xc * _INV_LN2 + 0.5)
+    t = xc * _INV_LN2 + _EXP_SHIFTER
+    nf = t - _EXP_SHIFTER
     r = (xc - nf * _LN2_HI) - nf * _LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    scale = np.int64((np.int64(nf) + 1023) << 52).view(np.float64)
+    c = _EXP_POLY
+    p = c[11]
+    for i in range(10, -1, -1):
+        p = p * r + c[i]
+    scale = np.int64((np.float64(t).view(np.int64) + _EXP_BIAS) << 52).view(np.float64)
     return p * scale if x > _EXP_FLUSH else 0.0
 
 
@@ -220,36 +234,46 @@ def _log_atleast1(s: float) -> float:
 
 
 @_jit
-def _gather(X, start, nb, center, xt, xr, rows) -> None:
-    """Copy rows ``start:start+nb`` of ``X``, centred, to ``xt`` (and ``xr``).
+def _gather(X, start, nb, center, xt, xr) -> None:
+    """Copy rows ``start:start+nb`` of ``X``, centred, to ``xt`` and ``xr``.
 
-    ``xt[i*STRIDE + b]`` holds feature ``i`` of row ``b``; when ``rows``,
-    ``xr[b*dp + i]`` too. Lanes ``b ≥ nb`` are zero.
+    ``xt[i*STRIDE + b]`` holds feature ``i`` of row ``b``, ``xr[b*dp + i]`` too
+    (``dp`` = ``xr.size // SUB_ROWS``), except for 3 features (``xr`` unused).
+    Lanes ``b ≥ nb`` are zero.
     """
     d = X.shape[1]
-    if rows:
-        # Row by row (contiguous reads), then transposed 8 rows at a time from the
-        # cache: twice as fast as reading the columns of X.
-        dp = xr.size // SUB_ROWS
-        for b in range(nb):
-            xv = xr[b * dp :]
-            xs = X[start + b]
-            for i in range(d):
-                xv[i] = np.float64(xs[i]) - center[i]
-        for j in range(nb * dp, SUB_ROWS * dp):
-            xr[j] = 0.0
-        for b0 in range(0, SUB_ROWS, 8):
-            xs = xr[b0 * dp :]
-            for i in range(d):
-                xv = xt[i * STRIDE + b0 :]
-                for r in range(8):
-                    xv[r] = xs[r * dp + i]
+    if d == 3:
+        _gather_narrow(X, start, nb, center, xt, 3)
         return
-    for i in range(d):
+    # Row by row (contiguous reads), then transposed 8 rows at a time from the
+    # cache: twice as fast as reading the columns of X.
+    dp = xr.size // SUB_ROWS
+    for b in range(nb):
+        xv = xr[b * dp :]
+        xs = X[start + b]
+        for i in range(d):
+            xv[i] = np.float64(xs[i]) - center[i]
+    for j in range(nb * dp, SUB_ROWS * dp):
+        xr[j] = 0.0
+    for b0 in range(0, SUB_ROWS, 8):
+        xs = xr[b0 * dp :]
+        for i in range(d):
+            xv = xt[i * STRIDE + b0 :]
+            for r in range(8):
+                xv[r] = xs[r * dp + i]
+
+
+@_jit
+def _gather_narrow(X, start, nb, center, xt, width) -> None:
+    """:func:`_gather` of ``width`` features, a compile-time constant: LLVM then
+    loads whole vectors of rows and transposes them in registers."""
+    xs = X.reshape(X.size)[start * width :]
+    c = (center[0], center[1], center[2], center[3 % width])
+    for b in range(nb):
+        for i in range(width):
+            xt[i * STRIDE + b] = np.float64(xs[width * b + i]) - c[i]
+    for i in range(width):
         xv = xt[i * STRIDE :]
-        c = center[i]
-        for b in range(nb):
-            xv[b] = np.float64(X[start + b, i]) - c
         for b in range(nb, SUB_ROWS):
             xv[b] = 0.0
 
@@ -871,7 +895,9 @@ def _estep(
         unit[1, j] = 1.0
     # Row-major mode: rows padded to a multiple of 8 features (whole vectors).
     row_length = 0 if lanes else (dp + 7) // 8 * 8
-    xr = np.zeros(SUB_ROWS * row_length)
+    # Rows as gathered (row-major); the moments use them in row-major mode.
+    xg = np.zeros(SUB_ROWS * ((dp + 7) // 8 * 8))
+    xr = xg if row_length else np.zeros(0)
     dr = np.zeros(SUB_ROWS * row_length)
     gc = np.zeros(SUB_ROWS)
     acc_shifts = shifts
@@ -905,7 +931,7 @@ def _estep(
     bad_weight = 0.0
     for start in range(0, n, SUB_ROWS):
         nb = n - start if n - start < SUB_ROWS else SUB_ROWS
-        _gather(X, start, nb, center, xt, xr, not lanes)
+        _gather(X, start, nb, center, xt, xg)
         _log_prob(xt, coef, ps, log_norm, dcode, lp, y, unit, q, nb, narrow)
         if weighted:
             for b in range(nb):
