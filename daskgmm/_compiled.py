@@ -534,13 +534,15 @@ def _hard_responsibilities(lp, n_components, m, wv, nb) -> None:
 # Statistics, few features: per-lane accumulators acc[slot*ACC_STRIDE + lane]
 #
 # Lane ``b`` of a slot accumulates rows b, b + ACC_LANES, b + 2 ACC_LANES and
-# b + 3 ACC_LANES of every sub-block, added in that fixed order before the update.
+# b + 3 ACC_LANES of every sub-block, added one by one in that order (a chain of
+# FMAs: one accumulator load and store per 4 rows, and no separate additions).
 
 
 @_jit
-def _fold(a: float, b: float, c: float, e: float) -> float:
-    """The contributions of the 4 rows of a lane, summed in a fixed order."""
-    return (a + b) + (c + e)
+def _fold(acc: float, a: float, b: float, c: float, e: float) -> float:
+    """``acc`` plus the contributions of the 4 rows of a lane, added one by one (a
+    chain of FMAs when they are products)."""
+    return (((acc + a) + b) + c) + e
 
 
 @_jit
@@ -559,8 +561,8 @@ def _lane_row(g, xv, b, c):
 def _lanes_nk(g, nkv) -> None:
     """``Σ γ`` per lane."""
     for b in range(ACC_LANES):
-        nkv[b] += _fold(
-            g[b], g[b + ACC_LANES], g[b + 2 * ACC_LANES], g[b + 3 * ACC_LANES]
+        nkv[b] = _fold(
+            nkv[b], g[b], g[b + ACC_LANES], g[b + 2 * ACC_LANES], g[b + 3 * ACC_LANES]
         )
 
 
@@ -576,10 +578,12 @@ def _lanes_diagonal_tile(xt, g, c, it, s1v, s2v, width) -> None:
         _, dc, wc = _lane_row(g, xv, b + 2 * ACC_LANES, c)
         _, de, we = _lane_row(g, xv, b + 3 * ACC_LANES, c)
         for r in range(width):
-            s1v[r * ACC_STRIDE + b] += _fold(wa[r], wb[r], wc[r], we[r])
+            o = r * ACC_STRIDE + b
+            s1v[o] = _fold(s1v[o], wa[r], wb[r], wc[r], we[r])
             for t in range(r, width):
-                s2v[(TILE * r + t) * ACC_STRIDE + b] += _fold(
-                    wa[r] * da[t], wb[r] * db[t], wc[r] * dc[t], we[r] * de[t]
+                o = (TILE * r + t) * ACC_STRIDE + b
+                s2v[o] = _fold(
+                    s2v[o], wa[r] * da[t], wb[r] * db[t], wc[r] * dc[t], we[r] * de[t]
                 )
 
 
@@ -599,8 +603,9 @@ def _lanes_offdiagonal_tile(xt, g, ci, cj, it, jt, s2v) -> None:
         _, de, _ = _lane_row(g, xj, b + 3 * ACC_LANES, cj)
         for r in range(TILE):
             for t in range(TILE):
-                s2v[(TILE * r + t) * ACC_STRIDE + b] += _fold(
-                    wa[r] * da[t], wb[r] * db[t], wc[r] * dc[t], we[r] * de[t]
+                o = (TILE * r + t) * ACC_STRIDE + b
+                s2v[o] = _fold(
+                    s2v[o], wa[r] * da[t], wb[r] * db[t], wc[r] * dc[t], we[r] * de[t]
                 )
 
 
@@ -615,9 +620,10 @@ def _lanes_diag_tile(xt, g, c, jt, s1v, s2v, width) -> None:
         _, dc, wc = _lane_row(g, xv, b + 2 * ACC_LANES, c)
         _, de, we = _lane_row(g, xv, b + 3 * ACC_LANES, c)
         for r in range(width):
-            s1v[r * ACC_STRIDE + b] += _fold(wa[r], wb[r], wc[r], we[r])
-            s2v[r * ACC_STRIDE + b] += _fold(
-                wa[r] * da[r], wb[r] * db[r], wc[r] * dc[r], we[r] * de[r]
+            o = r * ACC_STRIDE + b
+            s1v[o] = _fold(s1v[o], wa[r], wb[r], wc[r], we[r])
+            s2v[o] = _fold(
+                s2v[o], wa[r] * da[r], wb[r] * db[r], wc[r] * dc[r], we[r] * de[r]
             )
 
 
