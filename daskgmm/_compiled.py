@@ -64,9 +64,9 @@ SUB_ROWS = 256
 # that loads and stores to different features do not alias in the L1 cache.
 STRIDE = SUB_ROWS + 8
 TILE = 4
-# Per-lane accumulators fold the FOLD quarters of a sub-block before each update:
-# one load and store per FOLD rows.
-FOLD = 4
+# Per-lane accumulators add FOLD rows of a sub-block per load and store; the
+# accumulators are then SUB_ROWS/FOLD lanes long.
+FOLD = 8
 ACC_LANES = SUB_ROWS // FOLD
 ACC_STRIDE = ACC_LANES + 8
 # Moments go to per-lane accumulators up to this padded number of features and
@@ -533,16 +533,11 @@ def _hard_responsibilities(lp, n_components, m, wv, nb) -> None:
 ###############################################################################
 # Statistics, few features: per-lane accumulators acc[slot*ACC_STRIDE + lane]
 #
-# Lane ``b`` of a slot accumulates rows b, b + ACC_LANES, b + 2 ACC_LANES and
-# b + 3 ACC_LANES of every sub-block, added one by one in that order (a chain of
-# FMAs: one accumulator load and store per 4 rows, and no separate additions).
-
-
-@_jit
-def _fold(acc: float, a: float, b: float, c: float, e: float) -> float:
-    """``acc`` plus the contributions of the 4 rows of a lane, added one by one (a
-    chain of FMAs when they are products)."""
-    return (((acc + a) + b) + c) + e
+# Lane ``b`` of a slot accumulates rows b, b + ACC_LANES, ..., b + (FOLD-1) ACC_LANES
+# of every sub-block, added one by one in that order. The accumulators of a tile
+# are loaded into registers (tuples), updated with the FOLD rows (chains of FMAs)
+# and stored once: stores between the loads of the rows would make LLVM reload
+# them, as it cannot tell the accumulators from the inputs.
 
 
 @_jit
@@ -558,33 +553,119 @@ def _lane_row(g, xv, b, c):
 
 
 @_jit
+def _slots4(v, o):
+    """Slots ``o + t ACC_STRIDE``, ``t < 4``, of ``v``."""
+    return (v[o], v[o + ACC_STRIDE], v[o + 2 * ACC_STRIDE], v[o + 3 * ACC_STRIDE])
+
+
+@_jit
+def _tile_slots(v, b):
+    """The 16 slots ``4r + t`` of lane ``b`` of a tile, as 4 rows ``r``."""
+    return (
+        _slots4(v, b),
+        _slots4(v, 4 * ACC_STRIDE + b),
+        _slots4(v, 8 * ACC_STRIDE + b),
+        _slots4(v, 12 * ACC_STRIDE + b),
+    )
+
+
+@_jit
+def _store_slots4(v, o, a, lo, hi) -> None:
+    """``a[t]`` to slot ``o + t ACC_STRIDE`` of ``v`` for ``lo ≤ t < hi``."""
+    for t in range(lo, hi):
+        v[o + t * ACC_STRIDE] = a[t]
+
+
+@_jit
+def _add4(a, w):
+    """``a + w`` (4-tuples)."""
+    return (a[0] + w[0], a[1] + w[1], a[2] + w[2], a[3] + w[3])
+
+
+@_jit
+def _axpy4(a, s, e):
+    """``a + s e`` (4-tuples, scalar ``s``)."""
+    return (a[0] + s * e[0], a[1] + s * e[1], a[2] + s * e[2], a[3] + s * e[3])
+
+
+@_jit
+def _outer4(a, w, e):
+    """``a + w eᵀ`` (4 rows of 4)."""
+    return (
+        _axpy4(a[0], w[0], e),
+        _axpy4(a[1], w[1], e),
+        _axpy4(a[2], w[2], e),
+        _axpy4(a[3], w[3], e),
+    )
+
+
+# One row of a lane into a tile's accumulators (the FOLD = 8 rows of a lane are
+# written out: LLVM does not unroll such loops, and without unrolling it does not
+# vectorise the loop over the lanes).
+
+
+@_jit
+def _diagonal_step(a1, a2, g, xv, o, c):
+    """Row ``o`` of a diagonal tile into ``a1`` (``Σ γ D``) and ``a2`` (``Σ γ D Dᵀ``)."""
+    _, d, w = _lane_row(g, xv, o, c)
+    return _add4(a1, w), _outer4(a2, w, d)
+
+
+@_jit
+def _offdiagonal_step(a, g, xi, xj, o, ci, cj):
+    """Row ``o`` of an off-diagonal tile into ``a`` (``Σ γ D_i D_jᵀ``)."""
+    _, _, w = _lane_row(g, xi, o, ci)
+    _, d, _ = _lane_row(g, xj, o, cj)
+    return _outer4(a, w, d)
+
+
+@_jit
+def _diag_step(a1, a2, g, xv, o, c):
+    """Row ``o`` of 4 features into ``a1`` (``Σ γ D``) and ``a2`` (``Σ γ D²``)."""
+    _, d, w = _lane_row(g, xv, o, c)
+    a2 = (a2[0] + w[0] * d[0], a2[1] + w[1] * d[1], a2[2] + w[2] * d[2]) + (
+        a2[3] + w[3] * d[3],
+    )
+    return _add4(a1, w), a2
+
+
+@_jit
 def _lanes_nk(g, nkv) -> None:
     """``Σ γ`` per lane."""
     for b in range(ACC_LANES):
-        nkv[b] = _fold(
-            nkv[b], g[b], g[b + ACC_LANES], g[b + 2 * ACC_LANES], g[b + 3 * ACC_LANES]
-        )
+        a = nkv[b]
+        a += g[b]
+        a += g[b + ACC_LANES]
+        a += g[b + 2 * ACC_LANES]
+        a += g[b + 3 * ACC_LANES]
+        a += g[b + 4 * ACC_LANES]
+        a += g[b + 5 * ACC_LANES]
+        a += g[b + 6 * ACC_LANES]
+        a += g[b + 7 * ACC_LANES]
+        nkv[b] = a
 
 
 @_jit
 def _lanes_diagonal_tile(xt, g, c, it, s1v, s2v, width) -> None:
     """Features ``it:it+width``: ``Σ γ D`` (slots of ``s1v``) and the upper triangle
     of the diagonal tile of ``Σ γ D Dᵀ`` (slots ``4r + c``, ``r ≤ c``, of ``s2v``);
-    ``width`` ≤ 4 is a compile-time constant."""
+    ``width`` ≤ 4 is a compile-time constant (the other slots are neither stored
+    nor, as dead code, computed)."""
     xv = xt[it * STRIDE :]
     for b in range(ACC_LANES):
-        _, da, wa = _lane_row(g, xv, b, c)
-        _, db, wb = _lane_row(g, xv, b + ACC_LANES, c)
-        _, dc, wc = _lane_row(g, xv, b + 2 * ACC_LANES, c)
-        _, de, we = _lane_row(g, xv, b + 3 * ACC_LANES, c)
+        a1 = _slots4(s1v, b)
+        a2 = _tile_slots(s2v, b)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + ACC_LANES, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + 2 * ACC_LANES, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + 3 * ACC_LANES, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + 4 * ACC_LANES, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + 5 * ACC_LANES, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + 6 * ACC_LANES, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + 7 * ACC_LANES, c)
+        _store_slots4(s1v, b, a1, 0, width)
         for r in range(width):
-            o = r * ACC_STRIDE + b
-            s1v[o] = _fold(s1v[o], wa[r], wb[r], wc[r], we[r])
-            for t in range(r, width):
-                o = (TILE * r + t) * ACC_STRIDE + b
-                s2v[o] = _fold(
-                    s2v[o], wa[r] * da[t], wb[r] * db[t], wc[r] * dc[t], we[r] * de[t]
-                )
+            _store_slots4(s2v, TILE * r * ACC_STRIDE + b, a2[r], r, width)
 
 
 @_jit
@@ -593,20 +674,17 @@ def _lanes_offdiagonal_tile(xt, g, ci, cj, it, jt, s2v) -> None:
     xi = xt[it * STRIDE :]
     xj = xt[jt * STRIDE :]
     for b in range(ACC_LANES):
-        _, _, wa = _lane_row(g, xi, b, ci)
-        _, _, wb = _lane_row(g, xi, b + ACC_LANES, ci)
-        _, _, wc = _lane_row(g, xi, b + 2 * ACC_LANES, ci)
-        _, _, we = _lane_row(g, xi, b + 3 * ACC_LANES, ci)
-        _, da, _ = _lane_row(g, xj, b, cj)
-        _, db, _ = _lane_row(g, xj, b + ACC_LANES, cj)
-        _, dc, _ = _lane_row(g, xj, b + 2 * ACC_LANES, cj)
-        _, de, _ = _lane_row(g, xj, b + 3 * ACC_LANES, cj)
+        a = _tile_slots(s2v, b)
+        a = _offdiagonal_step(a, g, xi, xj, b, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + ACC_LANES, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + 2 * ACC_LANES, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + 3 * ACC_LANES, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + 4 * ACC_LANES, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + 5 * ACC_LANES, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + 6 * ACC_LANES, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + 7 * ACC_LANES, ci, cj)
         for r in range(TILE):
-            for t in range(TILE):
-                o = (TILE * r + t) * ACC_STRIDE + b
-                s2v[o] = _fold(
-                    s2v[o], wa[r] * da[t], wb[r] * db[t], wc[r] * dc[t], we[r] * de[t]
-                )
+            _store_slots4(s2v, TILE * r * ACC_STRIDE + b, a[r], 0, TILE)
 
 
 @_jit
@@ -615,16 +693,18 @@ def _lanes_diag_tile(xt, g, c, jt, s1v, s2v, width) -> None:
     ``width`` ≤ 4 is a compile-time constant."""
     xv = xt[jt * STRIDE :]
     for b in range(ACC_LANES):
-        _, da, wa = _lane_row(g, xv, b, c)
-        _, db, wb = _lane_row(g, xv, b + ACC_LANES, c)
-        _, dc, wc = _lane_row(g, xv, b + 2 * ACC_LANES, c)
-        _, de, we = _lane_row(g, xv, b + 3 * ACC_LANES, c)
-        for r in range(width):
-            o = r * ACC_STRIDE + b
-            s1v[o] = _fold(s1v[o], wa[r], wb[r], wc[r], we[r])
-            s2v[o] = _fold(
-                s2v[o], wa[r] * da[r], wb[r] * db[r], wc[r] * dc[r], we[r] * de[r]
-            )
+        a1 = _slots4(s1v, b)
+        a2 = _slots4(s2v, b)
+        a1, a2 = _diag_step(a1, a2, g, xv, b, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + ACC_LANES, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + 2 * ACC_LANES, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + 3 * ACC_LANES, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + 4 * ACC_LANES, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + 5 * ACC_LANES, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + 6 * ACC_LANES, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + 7 * ACC_LANES, c)
+        _store_slots4(s1v, b, a1, 0, width)
+        _store_slots4(s2v, b, a2, 0, width)
 
 
 ###############################################################################
