@@ -362,23 +362,57 @@ def _tile_add_norm(xt, u, it, y, q, nb) -> None:
 
 
 @_jit
+def _tile_norm_row(coefficients, pt, xv, b, width) -> float:
+    """``|tile − p|²`` of row ``b`` for a diagonal tile (its upper triangle and first
+    ``width`` features only)."""
+    x = (xv[b], xv[STRIDE + b], xv[2 * STRIDE + b], xv[3 * STRIDE + b])
+    total = 0.0
+    for c in range(width):
+        t = coefficients[0][c] * x[0] - pt[c]
+        for r in range(1, c + 1):
+            t += coefficients[r][c] * x[r]
+        total += t * t
+    return total
+
+
+@_jit
 def _tile_norm(xt, u, it, p, q, nb, width) -> None:
-    """``q = |tile − p|²`` for the diagonal tile (it, it) when it is the only input
+    """``q = |tile − p|²`` for the diagonal tile (it, it) when it is the first input
     tile of its output tile; only its upper triangle is used, and only its first
     ``width`` features (a compile-time constant; the others are padding)."""
     coefficients = _tile_coefficients(u, it, it)
     pt = (p[it], p[it + 1], p[it + 2], p[it + 3])
     xv = xt[it * STRIDE :]
     for b in range(nb):
-        x = (xv[b], xv[STRIDE + b], xv[2 * STRIDE + b], xv[3 * STRIDE + b])
-        total = 0.0
-        for c in range(width):
-            t = coefficients[0][c] * x[0]
-            for r in range(1, c + 1):
-                t += coefficients[r][c] * x[r]
-            t -= pt[c]
-            total += t * t
-        q[b] = total
+        q[b] = _tile_norm_row(coefficients, pt, xv, b, width)
+
+
+@_jit
+def _tile_log_density(xt, u, p, ln, lk, m, first, nb, width) -> None:
+    """:func:`_tile_norm` and :func:`_log_density` in one loop, for at most 4
+    features (one tile)."""
+    coefficients = _tile_coefficients(u, 0, 0)
+    pt = (p[0], p[1], p[2], p[3])
+    for b in range(nb):
+        _put_log_density(
+            lk, m, b, ln - 0.5 * _tile_norm_row(coefficients, pt, xt, b, width), first
+        )
+
+
+@_jit
+def _put_log_density(lk, m, b, v, first) -> None:
+    """``lk[b] = v`` and ``m[b]`` its running maximum over the components (NaN if
+    any is NaN; ``first``: the first component)."""
+    lk[b] = v
+    mb = m[b]
+    m[b] = v if (first or v > mb or v != v) else mb
+
+
+@_jit
+def _log_density(q, ln, lk, m, first, nb) -> None:
+    """``lk = ln − q/2`` and the running maximum ``m`` (:func:`_put_log_density`)."""
+    for b in range(nb):
+        _put_log_density(lk, m, b, ln - 0.5 * q[b], first)
 
 
 @_jit
@@ -397,8 +431,9 @@ def _scaled_sqdist_tile(z, jt, scale, p, q, nb, first, width) -> None:
 
 
 @_jit
-def _log_prob(xt, coef, ps, log_norm, code, lp, y, unit, q, nb, narrow) -> None:
-    """``lp[k*STRIDE + b] = log π_k + log N(x_b | μ_k, Σ_k)`` for the sub-block.
+def _log_prob(xt, coef, ps, log_norm, code, lp, y, unit, q, m, nb, narrow) -> None:
+    """``lp[k*STRIDE + b] = log π_k + log N(x_b | μ_k, Σ_k)`` for the sub-block, and
+    ``m[b] = max_k lp[k*STRIDE + b]`` (NaN if any is NaN).
 
     ``unit`` is (2, dp): zeros and ones; ``y`` is scratch of ``dp·STRIDE``;
     ``narrow``: the last tile has 3 features (and one of padding).
@@ -414,12 +449,19 @@ def _log_prob(xt, coef, ps, log_norm, code, lp, y, unit, q, nb, narrow) -> None:
                 _tile_add(xt, u, it, jt, yj, nb)
     last = dp - TILE
     for k in range(n_components):
+        ln = log_norm[k]
+        lk = lp[k * STRIDE :]
+        if code == _FULL and dp == TILE:
+            # One tile: the log-densities straight from the loop over the rows.
+            if narrow:
+                _tile_log_density(xt, coef[k], ps[k], ln, lk, m, k == 0, nb, 3)
+            else:
+                _tile_log_density(xt, coef[k], ps[k], ln, lk, m, k == 0, nb, 4)
+            continue
         for jt in range(0, dp, TILE):
             z = y if code == _TIED else xt
             scale = unit[1] if code == _TIED else coef[k, 0]
-            if code == _FULL and jt == 0 and narrow and jt == last:
-                _tile_norm(xt, coef[k], jt, ps[k], q, nb, 3)
-            elif code == _FULL and jt == 0:
+            if code == _FULL and jt == 0:
                 _tile_norm(xt, coef[k], jt, ps[k], q, nb, 4)
             elif code == _FULL:
                 u = coef[k]
@@ -431,10 +473,7 @@ def _log_prob(xt, coef, ps, log_norm, code, lp, y, unit, q, nb, narrow) -> None:
                 _scaled_sqdist_tile(z, jt, scale, ps[k], q, nb, jt == 0, 3)
             else:
                 _scaled_sqdist_tile(z, jt, scale, ps[k], q, nb, jt == 0, 4)
-        ln = log_norm[k]
-        lk = lp[k * STRIDE :]
-        for b in range(nb):
-            lk[b] = ln - 0.5 * q[b]
+        _log_density(q, ln, lk, m, k == 0, nb)
 
 
 ###############################################################################
@@ -442,19 +481,8 @@ def _log_prob(xt, coef, ps, log_norm, code, lp, y, unit, q, nb, narrow) -> None:
 
 
 @_jit
-def _row_max(lp, n_components, m, nb) -> int:
-    """``m[b] = max_k lp[k, b]``, NaN if any is NaN.
-
-    Returns the number of rows whose maximum is not finite.
-    """
-    for b in range(nb):
-        m[b] = lp[b]
-    for k in range(1, n_components):
-        lk = lp[k * STRIDE :]
-        for b in range(nb):
-            v = lk[b]
-            mb = m[b]
-            m[b] = v if (v > mb or v != v) else mb
+def _count_bad(m, nb) -> int:
+    """The number of rows whose largest log-density ``m`` is not finite."""
     n_bad = 0
     for b in range(nb):
         n_bad += 0 if abs(m[b]) < np.inf else 1
@@ -583,6 +611,17 @@ def _add4(a, w):
 
 
 @_jit
+def _fma4(a, w, e):
+    """``a + w e`` elementwise (4-tuples)."""
+    return (
+        a[0] + w[0] * e[0],
+        a[1] + w[1] * e[1],
+        a[2] + w[2] * e[2],
+        a[3] + w[3] * e[3],
+    )
+
+
+@_jit
 def _axpy4(a, s, e):
     """``a + s e`` (4-tuples, scalar ``s``)."""
     return (a[0] + s * e[0], a[1] + s * e[1], a[2] + s * e[2], a[3] + s * e[3])
@@ -623,10 +662,7 @@ def _offdiagonal_step(a, g, xi, xj, o, ci, cj):
 def _diag_step(a1, a2, g, xv, o, c):
     """Row ``o`` of 4 features into ``a1`` (``Σ γ D``) and ``a2`` (``Σ γ D²``)."""
     _, d, w = _lane_row(g, xv, o, c)
-    a2 = (a2[0] + w[0] * d[0], a2[1] + w[1] * d[1], a2[2] + w[2] * d[2]) + (
-        a2[3] + w[3] * d[3],
-    )
-    return _add4(a1, w), a2
+    return _add4(a1, w), _fma4(a2, w, d)
 
 
 @_jit
@@ -1018,11 +1054,11 @@ def _estep(
     for start in range(0, n, SUB_ROWS):
         nb = n - start if n - start < SUB_ROWS else SUB_ROWS
         _gather(X, start, nb, center, xt, xg)
-        _log_prob(xt, coef, ps, log_norm, dcode, lp, y, unit, q, nb, narrow)
+        _log_prob(xt, coef, ps, log_norm, dcode, lp, y, unit, q, m, nb, narrow)
         if weighted:
             for b in range(nb):
                 wv[b] = w[start + b]
-        bad = _row_max(lp, n_components, m, nb)
+        bad = _count_bad(m, nb)
         if bad:
             first, weight = _drop_bad_rows(lp, m, wv, xt, xr, d, nb)
             if first_bad < 0:
