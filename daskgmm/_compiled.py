@@ -20,8 +20,10 @@ Per sub-block and component ``k``:
 1. log-density: ``y = U_kᵀ (x − c) − U_kᵀ shift_k`` in 4x4 tiles (16 coefficients in
    registers; ``U_k`` is upper triangular, so output tile ``j`` only reads input tiles
    ``i ≤ j`` and the diagonal tile only its upper triangle), then
-   ``lp = log_norm_k − |y|²/2``;
-2. log-sum-exp over the components with an in-line, vectorisable ``exp``/``log``;
+   ``lp = log_norm_k − |y|²/2`` and the row maximum over the components in the same
+   loop (with at most 4 features, all in the tile loop);
+2. log-sum-exp over the components with an in-line, vectorisable ``exp``/``log``
+   (``exp``: a minimax polynomial, see :func:`_exp_nonpositive`);
    rows without a finite log-density are counted and get responsibility 0, and
    responsibilities below ``exp(-500)`` of a row's largest are set to 0 (they
    cannot change a sum, and as subnormal products they would slow the FPU ~100x);
@@ -30,8 +32,9 @@ Per sub-block and component ``k``:
 
 A sum over rows is a reduction across SIMD lanes, which LLVM vectorises only with
 ``reassoc``. The row sums are therefore kept per lane: with few features in per-lane
-accumulators (lane ``b`` adds rows ``b, b + 64, b + 128, b + 192`` in a fixed order,
-then the lanes are summed once at the end of the call); with many features, or when
+accumulators (lane ``b`` adds rows ``b, b + 32, ..., b + 224`` one by one, in
+registers, then stores once; the lanes are summed once at the end of the call);
+with many features, or when
 those accumulators would exceed ``LANES_MAX_BYTES``, the second moments are rank-8
 updates of the (d, d) accumulator on row-major copies, vectorised along the
 features instead; only the rows with ``γ ≠ 0`` go into them (compacted, see
@@ -71,10 +74,11 @@ ACC_LANES = SUB_ROWS // FOLD
 ACC_STRIDE = ACC_LANES + 8
 # Moments go to per-lane accumulators up to this padded number of features and
 # accumulator size (bytes); beyond, to row-major rank-8 updates vectorised along
-# the features (measured: faster from ~48 features; the size cap keeps temporaries
-# near 1 MiB, e.g. full with K=8 switches from 17 features).
+# the features. Measured with K=8, full: per-lane is faster up to 32 features
+# (1.6 MiB of accumulators, 0.10 against 0.13 s for 200k rows), slower from 40
+# (2.4 MiB); the accumulators of one component, the working set, are 1/K of that.
 LANES_MAX_FEATURES = 40
-LANES_MAX_BYTES = 1 << 20
+LANES_MAX_BYTES = 2 << 20
 # Covariance types as the kernels see them.
 _CODES = {"full": 0, "tied": 1, "diag": 2, "spherical": 2}
 _FULL, _TIED, _DIAG = 0, 1, 2
