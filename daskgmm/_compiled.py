@@ -239,18 +239,45 @@ def _log_atleast1(s: float) -> float:
 
 @_jit
 def _gather(X, start, nb, center, xt, xr) -> None:
-    """Copy rows ``start:start+nb`` of ``X``, centred, to ``xt`` and ``xr``.
+    """Copy rows ``start:start+nb`` of ``X``, centred, to ``xt`` and, in row-major
+    mode (``xr`` not empty), to ``xr``.
 
     ``xt[i*STRIDE + b]`` holds feature ``i`` of row ``b``, ``xr[b*dp + i]`` too
-    (``dp`` = ``xr.size // SUB_ROWS``), except for 3 features (``xr`` unused).
-    Lanes ``b ≥ nb`` are zero.
+    (``dp`` = ``xr.size // SUB_ROWS``). Lanes ``b ≥ nb`` are zero.
     """
     d = X.shape[1]
     if d == 3:
         _gather_narrow(X, start, nb, center, xt, 3)
-        return
-    # Row by row (contiguous reads), then transposed 8 rows at a time from the
-    # cache: twice as fast as reading the columns of X.
+    elif xr.size == 0:
+        _gather_columns(X, start, nb, center, xt)
+    else:
+        _gather_rows(X, start, nb, center, xt, xr)
+
+
+@_jit
+def _gather_columns(X, start, nb, center, xt) -> None:
+    """:func:`_gather` to ``xt`` only, one feature (a strided column of ``X``) at a
+    time; unsigned indices, so that no negative-index check stops LLVM from
+    vectorising the strided loads."""
+    d = X.shape[1]
+    u = np.uint64
+    ud = u(d)
+    xf = X.reshape(X.size)[start * d :]
+    for i in range(d):
+        xv = xt[i * STRIDE :]
+        c = center[i]
+        ui = u(i)
+        for b in range(nb):
+            xv[b] = np.float64(xf[u(b) * ud + ui]) - c
+        for b in range(nb, SUB_ROWS):
+            xv[b] = 0.0
+
+
+@_jit
+def _gather_rows(X, start, nb, center, xt, xr) -> None:
+    """:func:`_gather` to ``xr`` and ``xt``: row by row (contiguous reads), then
+    transposed 8 rows at a time from the cache."""
+    d = X.shape[1]
     dp = xr.size // SUB_ROWS
     for b in range(nb):
         xv = xr[b * dp :]
@@ -1021,9 +1048,7 @@ def _estep(
         unit[1, j] = 1.0
     # Row-major mode: rows padded to a multiple of 8 features (whole vectors).
     row_length = 0 if lanes else (dp + 7) // 8 * 8
-    # Rows as gathered (row-major); the moments use them in row-major mode.
-    xg = np.zeros(SUB_ROWS * ((dp + 7) // 8 * 8))
-    xr = xg if row_length else np.zeros(0)
+    xr = np.zeros(SUB_ROWS * row_length)
     dr = np.zeros(SUB_ROWS * row_length)
     gc = np.zeros(SUB_ROWS)
     acc_shifts = shifts
@@ -1057,7 +1082,7 @@ def _estep(
     bad_weight = 0.0
     for start in range(0, n, SUB_ROWS):
         nb = n - start if n - start < SUB_ROWS else SUB_ROWS
-        _gather(X, start, nb, center, xt, xg)
+        _gather(X, start, nb, center, xt, xr)
         _log_prob(xt, coef, ps, log_norm, dcode, lp, y, unit, q, m, nb, narrow)
         if weighted:
             for b in range(nb):
