@@ -13,7 +13,10 @@ run along the rows and LLVM vectorises them without reordering any sum. The kern
 is compiled with FMA contraction as its only fast-math flag (no reassociation, no
 NaN/inf assumptions), so results are bitwise reproducible and non-finite rows are
 detected. Features are padded with zeros to a multiple of ``TILE`` = 4 (a last tile
-of 3 features, as for RGB pixels, has its own compiled loops).
+of 3 features, as for RGB pixels, has its own compiled loops). The copy reads the
+columns of ``X`` as strided vectors (3 features: whole rows, transposed in
+registers), or, when the moments also need the rows, copies rows and transposes
+them from the cache (:func:`_gather`).
 
 Per sub-block and component ``k``:
 
