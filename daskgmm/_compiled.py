@@ -13,15 +13,20 @@ run along the rows and LLVM vectorises them without reordering any sum. The kern
 is compiled with FMA contraction as its only fast-math flag (no reassociation, no
 NaN/inf assumptions), so results are bitwise reproducible and non-finite rows are
 detected. Features are padded with zeros to a multiple of ``TILE`` = 4 (a last tile
-of 3 features, as for RGB pixels, has its own compiled loops).
+of 3 features, as for RGB pixels, has its own compiled loops). The copy reads the
+columns of ``X`` as strided vectors (3 features: whole rows, transposed in
+registers), or, when the moments also need the rows, copies rows and transposes
+them from the cache (:func:`_gather`).
 
 Per sub-block and component ``k``:
 
 1. log-density: ``y = U_kᵀ (x − c) − U_kᵀ shift_k`` in 4x4 tiles (16 coefficients in
    registers; ``U_k`` is upper triangular, so output tile ``j`` only reads input tiles
    ``i ≤ j`` and the diagonal tile only its upper triangle), then
-   ``lp = log_norm_k − |y|²/2``;
-2. log-sum-exp over the components with an in-line, vectorisable ``exp``/``log``;
+   ``lp = log_norm_k − |y|²/2`` and the row maximum over the components in the same
+   loop (with at most 4 features, all in the tile loop);
+2. log-sum-exp over the components with an in-line, vectorisable ``exp``/``log``
+   (``exp``: a minimax polynomial, see :func:`_exp_nonpositive`);
    rows without a finite log-density are counted and get responsibility 0, and
    responsibilities below ``exp(-500)`` of a row's largest are set to 0 (they
    cannot change a sum, and as subnormal products they would slow the FPU ~100x);
@@ -30,8 +35,9 @@ Per sub-block and component ``k``:
 
 A sum over rows is a reduction across SIMD lanes, which LLVM vectorises only with
 ``reassoc``. The row sums are therefore kept per lane: with few features in per-lane
-accumulators (lane ``b`` adds rows ``b, b + 64, b + 128, b + 192`` in a fixed order,
-then the lanes are summed once at the end of the call); with many features, or when
+accumulators (lane ``b`` sums rows ``b, b + 32, ..., b + 224`` in registers and
+adds that to its accumulator; the lanes are summed once at the end of the call);
+with many features, or when
 those accumulators would exceed ``LANES_MAX_BYTES``, the second moments are rank-8
 updates of the (d, d) accumulator on row-major copies, vectorised along the
 features instead; only the rows with ``γ ≠ 0`` go into them (compacted, see
@@ -64,17 +70,18 @@ SUB_ROWS = 256
 # that loads and stores to different features do not alias in the L1 cache.
 STRIDE = SUB_ROWS + 8
 TILE = 4
-# Per-lane accumulators fold the FOLD quarters of a sub-block before each update:
-# one load and store per FOLD rows.
-FOLD = 4
+# Per-lane accumulators add FOLD rows of a sub-block per load and store; the
+# accumulators are then SUB_ROWS/FOLD lanes long.
+FOLD = 8
 ACC_LANES = SUB_ROWS // FOLD
 ACC_STRIDE = ACC_LANES + 8
 # Moments go to per-lane accumulators up to this padded number of features and
 # accumulator size (bytes); beyond, to row-major rank-8 updates vectorised along
-# the features (measured: faster from ~48 features; the size cap keeps temporaries
-# near 1 MiB, e.g. full with K=8 switches from 17 features).
+# the features. Measured with K=8, full: per-lane is faster up to 32 features
+# (1.6 MiB of accumulators, 0.10 against 0.13 s for 200k rows), slower from 40
+# (2.4 MiB); the accumulators of one component, the working set, are 1/K of that.
 LANES_MAX_FEATURES = 40
-LANES_MAX_BYTES = 1 << 20
+LANES_MAX_BYTES = 2 << 20
 # Covariance types as the kernels see them.
 _CODES = {"full": 0, "tied": 1, "diag": 2, "spherical": 2}
 _FULL, _TIED, _DIAG = 0, 1, 2
@@ -93,6 +100,27 @@ _INV_LN2 = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 with 32 trailing zero bits
 _LN2_LO = 1.90821492927058770002e-10
 _SQRT2 = 1.4142135623730951
+# Rounds x ln2 to an integer n in its low mantissa bits (|n| < 2^51): 1.5 · 2^52;
+# adding _EXP_BIAS to those bits gives n + 1023, the exponent bits of 2^n.
+_EXP_SHIFTER = 6755399441055744.0
+_EXP_BIAS = 1023 - 0x4338000000000000
+# Minimax polynomial of exp on [-ln2/2, ln2/2] for the relative error (Remez), the
+# coefficient of r^i at i: error 3e-18, 2.3e-17 with the coefficients as doubles
+# (the Taylor polynomial needs degree 13 for 5e-18).
+_EXP_POLY = (
+    1.0,
+    1.0,
+    0.5000000000000018,
+    0.1666666666666617,
+    0.04166666666649277,
+    0.00833333333355927,
+    0.0013888888951223987,
+    0.00019841269432679237,
+    2.4801486521427463e-05,
+    2.7557622530872255e-06,
+    2.7632293279459877e-07,
+    2.4994304884817207e-08,
+)
 _MANTISSA = 0x000FFFFFFFFFFFFF
 _ONE_BITS = 0x3FF0000000000000
 
@@ -156,27 +184,20 @@ def available() -> bool:
 def _exp_nonpositive(x: float) -> float:
     """``exp(x)`` for ``x ≤ 0``, 0 below ``_EXP_FLUSH``; branch-free so loops vectorise.
 
-    ``x = n ln2 + r`` with ``|r| ≤ ln2/2``; ``e^r`` by its Taylor polynomial of
-    degree 13 (truncation < 5e-18 relative), ``2^n`` built from its bits.
+    ``x = n ln2 + r`` with ``|r| ≤ ln2/2``; ``e^r`` by a minimax polynomial of
+    degree 11 (``_EXP_POLY``), ``2^n`` built from its bits. ``n`` is rounded by
+    adding ``_EXP_SHIFTER``: its low bits are then those of ``n``, so that neither a
+    rounding nor a conversion instruction is needed (the loop is throughput-bound).
     """
     xc = x if x > _EXP_FLUSH else _EXP_FLUSH
-    nf = np.floor(xc * _INV_LN2 + 0.5)
+    t = xc * _INV_LN2 + _EXP_SHIFTER
+    nf = t - _EXP_SHIFTER
     r = (xc - nf * _LN2_HI) - nf * _LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    scale = np.int64((np.int64(nf) + 1023) << 52).view(np.float64)
+    c = _EXP_POLY
+    p = c[11]
+    for i in range(10, -1, -1):
+        p = p * r + c[i]
+    scale = np.int64((np.float64(t).view(np.int64) + _EXP_BIAS) << 52).view(np.float64)
     return p * scale if x > _EXP_FLUSH else 0.0
 
 
@@ -220,36 +241,73 @@ def _log_atleast1(s: float) -> float:
 
 
 @_jit
-def _gather(X, start, nb, center, xt, xr, rows) -> None:
-    """Copy rows ``start:start+nb`` of ``X``, centred, to ``xt`` (and ``xr``).
+def _gather(X, start, nb, center, xt, xr) -> None:
+    """Copy rows ``start:start+nb`` of ``X``, centred, to ``xt`` and, in row-major
+    mode (``xr`` not empty), to ``xr``.
 
-    ``xt[i*STRIDE + b]`` holds feature ``i`` of row ``b``; when ``rows``,
-    ``xr[b*dp + i]`` too. Lanes ``b ≥ nb`` are zero.
+    ``xt[i*STRIDE + b]`` holds feature ``i`` of row ``b``, ``xr[b*dp + i]`` too
+    (``dp`` = ``xr.size // SUB_ROWS``). Lanes ``b ≥ nb`` are zero.
     """
     d = X.shape[1]
-    if rows:
-        # Row by row (contiguous reads), then transposed 8 rows at a time from the
-        # cache: twice as fast as reading the columns of X.
-        dp = xr.size // SUB_ROWS
-        for b in range(nb):
-            xv = xr[b * dp :]
-            xs = X[start + b]
-            for i in range(d):
-                xv[i] = np.float64(xs[i]) - center[i]
-        for j in range(nb * dp, SUB_ROWS * dp):
-            xr[j] = 0.0
-        for b0 in range(0, SUB_ROWS, 8):
-            xs = xr[b0 * dp :]
-            for i in range(d):
-                xv = xt[i * STRIDE + b0 :]
-                for r in range(8):
-                    xv[r] = xs[r * dp + i]
-        return
+    if d == 3:
+        _gather_narrow(X, start, nb, center, xt, 3)
+    elif xr.size == 0:
+        _gather_columns(X, start, nb, center, xt)
+    else:
+        _gather_rows(X, start, nb, center, xt, xr)
+
+
+@_jit
+def _gather_columns(X, start, nb, center, xt) -> None:
+    """:func:`_gather` to ``xt`` only, one feature (a strided column of ``X``) at a
+    time; unsigned indices, so that no negative-index check stops LLVM from
+    vectorising the strided loads."""
+    d = X.shape[1]
+    u = np.uint64
+    ud = u(d)
+    xf = X.reshape(X.size)[start * d :]
     for i in range(d):
         xv = xt[i * STRIDE :]
         c = center[i]
+        ui = u(i)
         for b in range(nb):
-            xv[b] = np.float64(X[start + b, i]) - c
+            xv[b] = np.float64(xf[u(b) * ud + ui]) - c
+        for b in range(nb, SUB_ROWS):
+            xv[b] = 0.0
+
+
+@_jit
+def _gather_rows(X, start, nb, center, xt, xr) -> None:
+    """:func:`_gather` to ``xr`` and ``xt``: row by row (contiguous reads), then
+    transposed 8 rows at a time from the cache."""
+    d = X.shape[1]
+    dp = xr.size // SUB_ROWS
+    for b in range(nb):
+        xv = xr[b * dp :]
+        xs = X[start + b]
+        for i in range(d):
+            xv[i] = np.float64(xs[i]) - center[i]
+    for j in range(nb * dp, SUB_ROWS * dp):
+        xr[j] = 0.0
+    for b0 in range(0, SUB_ROWS, 8):
+        xs = xr[b0 * dp :]
+        for i in range(d):
+            xv = xt[i * STRIDE + b0 :]
+            for r in range(8):
+                xv[r] = xs[r * dp + i]
+
+
+@_jit
+def _gather_narrow(X, start, nb, center, xt, width) -> None:
+    """:func:`_gather` of ``width`` features, a compile-time constant: LLVM then
+    loads whole vectors of rows and transposes them in registers."""
+    xs = X.reshape(X.size)[start * width :]
+    c = (center[0], center[1], center[2], center[3 % width])
+    for b in range(nb):
+        for i in range(width):
+            xt[i * STRIDE + b] = np.float64(xs[width * b + i]) - c[i]
+    for i in range(width):
+        xv = xt[i * STRIDE :]
         for b in range(nb, SUB_ROWS):
             xv[b] = 0.0
 
@@ -338,23 +396,57 @@ def _tile_add_norm(xt, u, it, y, q, nb) -> None:
 
 
 @_jit
+def _tile_norm_row(coefficients, pt, xv, b, width) -> float:
+    """``|tile − p|²`` of row ``b`` for a diagonal tile (its upper triangle and first
+    ``width`` features only)."""
+    x = (xv[b], xv[STRIDE + b], xv[2 * STRIDE + b], xv[3 * STRIDE + b])
+    total = 0.0
+    for c in range(width):
+        t = coefficients[0][c] * x[0] - pt[c]
+        for r in range(1, c + 1):
+            t += coefficients[r][c] * x[r]
+        total += t * t
+    return total
+
+
+@_jit
 def _tile_norm(xt, u, it, p, q, nb, width) -> None:
-    """``q = |tile − p|²`` for the diagonal tile (it, it) when it is the only input
+    """``q = |tile − p|²`` for the diagonal tile (it, it) when it is the first input
     tile of its output tile; only its upper triangle is used, and only its first
     ``width`` features (a compile-time constant; the others are padding)."""
     coefficients = _tile_coefficients(u, it, it)
     pt = (p[it], p[it + 1], p[it + 2], p[it + 3])
     xv = xt[it * STRIDE :]
     for b in range(nb):
-        x = (xv[b], xv[STRIDE + b], xv[2 * STRIDE + b], xv[3 * STRIDE + b])
-        total = 0.0
-        for c in range(width):
-            t = coefficients[0][c] * x[0]
-            for r in range(1, c + 1):
-                t += coefficients[r][c] * x[r]
-            t -= pt[c]
-            total += t * t
-        q[b] = total
+        q[b] = _tile_norm_row(coefficients, pt, xv, b, width)
+
+
+@_jit
+def _tile_log_density(xt, u, p, ln, lk, m, first, nb, width) -> None:
+    """:func:`_tile_norm` and :func:`_log_density` in one loop, for at most 4
+    features (one tile)."""
+    coefficients = _tile_coefficients(u, 0, 0)
+    pt = (p[0], p[1], p[2], p[3])
+    for b in range(nb):
+        _put_log_density(
+            lk, m, b, ln - 0.5 * _tile_norm_row(coefficients, pt, xt, b, width), first
+        )
+
+
+@_jit
+def _put_log_density(lk, m, b, v, first) -> None:
+    """``lk[b] = v`` and ``m[b]`` its running maximum over the components (NaN if
+    any is NaN; ``first``: the first component)."""
+    lk[b] = v
+    mb = m[b]
+    m[b] = v if (first or v > mb or v != v) else mb
+
+
+@_jit
+def _log_density(q, ln, lk, m, first, nb) -> None:
+    """``lk = ln − q/2`` and the running maximum ``m`` (:func:`_put_log_density`)."""
+    for b in range(nb):
+        _put_log_density(lk, m, b, ln - 0.5 * q[b], first)
 
 
 @_jit
@@ -373,8 +465,9 @@ def _scaled_sqdist_tile(z, jt, scale, p, q, nb, first, width) -> None:
 
 
 @_jit
-def _log_prob(xt, coef, ps, log_norm, code, lp, y, unit, q, nb, narrow) -> None:
-    """``lp[k*STRIDE + b] = log π_k + log N(x_b | μ_k, Σ_k)`` for the sub-block.
+def _log_prob(xt, coef, ps, log_norm, code, lp, y, unit, q, m, nb, narrow) -> None:
+    """``lp[k*STRIDE + b] = log π_k + log N(x_b | μ_k, Σ_k)`` for the sub-block, and
+    ``m[b] = max_k lp[k*STRIDE + b]`` (NaN if any is NaN).
 
     ``unit`` is (2, dp): zeros and ones; ``y`` is scratch of ``dp·STRIDE``;
     ``narrow``: the last tile has 3 features (and one of padding).
@@ -390,12 +483,19 @@ def _log_prob(xt, coef, ps, log_norm, code, lp, y, unit, q, nb, narrow) -> None:
                 _tile_add(xt, u, it, jt, yj, nb)
     last = dp - TILE
     for k in range(n_components):
+        ln = log_norm[k]
+        lk = lp[k * STRIDE :]
+        if code == _FULL and dp == TILE:
+            # One tile: the log-densities straight from the loop over the rows.
+            if narrow:
+                _tile_log_density(xt, coef[k], ps[k], ln, lk, m, k == 0, nb, 3)
+            else:
+                _tile_log_density(xt, coef[k], ps[k], ln, lk, m, k == 0, nb, 4)
+            continue
         for jt in range(0, dp, TILE):
             z = y if code == _TIED else xt
             scale = unit[1] if code == _TIED else coef[k, 0]
-            if code == _FULL and jt == 0 and narrow and jt == last:
-                _tile_norm(xt, coef[k], jt, ps[k], q, nb, 3)
-            elif code == _FULL and jt == 0:
+            if code == _FULL and jt == 0:
                 _tile_norm(xt, coef[k], jt, ps[k], q, nb, 4)
             elif code == _FULL:
                 u = coef[k]
@@ -407,10 +507,7 @@ def _log_prob(xt, coef, ps, log_norm, code, lp, y, unit, q, nb, narrow) -> None:
                 _scaled_sqdist_tile(z, jt, scale, ps[k], q, nb, jt == 0, 3)
             else:
                 _scaled_sqdist_tile(z, jt, scale, ps[k], q, nb, jt == 0, 4)
-        ln = log_norm[k]
-        lk = lp[k * STRIDE :]
-        for b in range(nb):
-            lk[b] = ln - 0.5 * q[b]
+        _log_density(q, ln, lk, m, k == 0, nb)
 
 
 ###############################################################################
@@ -418,19 +515,8 @@ def _log_prob(xt, coef, ps, log_norm, code, lp, y, unit, q, nb, narrow) -> None:
 
 
 @_jit
-def _row_max(lp, n_components, m, nb) -> int:
-    """``m[b] = max_k lp[k, b]``, NaN if any is NaN.
-
-    Returns the number of rows whose maximum is not finite.
-    """
-    for b in range(nb):
-        m[b] = lp[b]
-    for k in range(1, n_components):
-        lk = lp[k * STRIDE :]
-        for b in range(nb):
-            v = lk[b]
-            mb = m[b]
-            m[b] = v if (v > mb or v != v) else mb
+def _count_bad(m, nb) -> int:
+    """The number of rows whose largest log-density ``m`` is not finite."""
     n_bad = 0
     for b in range(nb):
         n_bad += 0 if abs(m[b]) < np.inf else 1
@@ -509,14 +595,16 @@ def _hard_responsibilities(lp, n_components, m, wv, nb) -> None:
 ###############################################################################
 # Statistics, few features: per-lane accumulators acc[slot*ACC_STRIDE + lane]
 #
-# Lane ``b`` of a slot accumulates rows b, b + ACC_LANES, b + 2 ACC_LANES and
-# b + 3 ACC_LANES of every sub-block, added in that fixed order before the update.
-
-
-@_jit
-def _fold(a: float, b: float, c: float, e: float) -> float:
-    """The contributions of the 4 rows of a lane, summed in a fixed order."""
-    return (a + b) + (c + e)
+# Lane ``b`` of a slot accumulates rows b, b + ACC_LANES, ..., b + (FOLD-1) ACC_LANES
+# of every sub-block: their sum, in that order from 0 (chains of FMAs), in
+# registers (tuples) for all the slots of a tile, then added once to the
+# accumulator in memory: stores between the loads of the rows would
+# make LLVM reload them, as it cannot tell the accumulators from the inputs, and a
+# chain from 0 keeps the accumulators' rounding errors to one per sub-block and
+# lane, as a pairwise sum would (a chain from the accumulator rounds at its
+# magnitude at every row: 25 times the error over 2M rows).
+_ZERO4 = (0.0, 0.0, 0.0, 0.0)
+_ZERO16 = (_ZERO4, _ZERO4, _ZERO4, _ZERO4)
 
 
 @_jit
@@ -532,31 +620,110 @@ def _lane_row(g, xv, b, c):
 
 
 @_jit
+def _add_slots4(v, o, a, lo, hi) -> None:
+    """``a[t]`` added to slot ``o + t ACC_STRIDE`` of ``v`` for ``lo ≤ t < hi``."""
+    for t in range(lo, hi):
+        v[o + t * ACC_STRIDE] += a[t]
+
+
+@_jit
+def _add4(a, w):
+    """``a + w`` (4-tuples)."""
+    return (a[0] + w[0], a[1] + w[1], a[2] + w[2], a[3] + w[3])
+
+
+@_jit
+def _fma4(a, w, e):
+    """``a + w e`` elementwise (4-tuples)."""
+    return (
+        a[0] + w[0] * e[0],
+        a[1] + w[1] * e[1],
+        a[2] + w[2] * e[2],
+        a[3] + w[3] * e[3],
+    )
+
+
+@_jit
+def _axpy4(a, s, e):
+    """``a + s e`` (4-tuples, scalar ``s``)."""
+    return (a[0] + s * e[0], a[1] + s * e[1], a[2] + s * e[2], a[3] + s * e[3])
+
+
+@_jit
+def _outer4(a, w, e):
+    """``a + w eᵀ`` (4 rows of 4)."""
+    return (
+        _axpy4(a[0], w[0], e),
+        _axpy4(a[1], w[1], e),
+        _axpy4(a[2], w[2], e),
+        _axpy4(a[3], w[3], e),
+    )
+
+
+# One row of a lane into a tile's accumulators (the FOLD = 8 rows of a lane are
+# written out: LLVM does not unroll such loops, and without unrolling it does not
+# vectorise the loop over the lanes).
+
+
+@_jit
+def _diagonal_step(a1, a2, g, xv, o, c):
+    """Row ``o`` of a diagonal tile into ``a1`` (``Σ γ D``) and ``a2`` (``Σ γ D Dᵀ``)."""
+    _, d, w = _lane_row(g, xv, o, c)
+    return _add4(a1, w), _outer4(a2, w, d)
+
+
+@_jit
+def _offdiagonal_step(a, g, xi, xj, o, ci, cj):
+    """Row ``o`` of an off-diagonal tile into ``a`` (``Σ γ D_i D_jᵀ``)."""
+    _, _, w = _lane_row(g, xi, o, ci)
+    _, d, _ = _lane_row(g, xj, o, cj)
+    return _outer4(a, w, d)
+
+
+@_jit
+def _diag_step(a1, a2, g, xv, o, c):
+    """Row ``o`` of 4 features into ``a1`` (``Σ γ D``) and ``a2`` (``Σ γ D²``)."""
+    _, d, w = _lane_row(g, xv, o, c)
+    return _add4(a1, w), _fma4(a2, w, d)
+
+
+@_jit
 def _lanes_nk(g, nkv) -> None:
     """``Σ γ`` per lane."""
     for b in range(ACC_LANES):
-        nkv[b] += _fold(
-            g[b], g[b + ACC_LANES], g[b + 2 * ACC_LANES], g[b + 3 * ACC_LANES]
-        )
+        a = 0.0
+        a += g[b]
+        a += g[b + ACC_LANES]
+        a += g[b + 2 * ACC_LANES]
+        a += g[b + 3 * ACC_LANES]
+        a += g[b + 4 * ACC_LANES]
+        a += g[b + 5 * ACC_LANES]
+        a += g[b + 6 * ACC_LANES]
+        a += g[b + 7 * ACC_LANES]
+        nkv[b] += a
 
 
 @_jit
 def _lanes_diagonal_tile(xt, g, c, it, s1v, s2v, width) -> None:
     """Features ``it:it+width``: ``Σ γ D`` (slots of ``s1v``) and the upper triangle
     of the diagonal tile of ``Σ γ D Dᵀ`` (slots ``4r + c``, ``r ≤ c``, of ``s2v``);
-    ``width`` ≤ 4 is a compile-time constant."""
+    ``width`` ≤ 4 is a compile-time constant (the other slots are neither stored
+    nor, as dead code, computed)."""
     xv = xt[it * STRIDE :]
     for b in range(ACC_LANES):
-        _, da, wa = _lane_row(g, xv, b, c)
-        _, db, wb = _lane_row(g, xv, b + ACC_LANES, c)
-        _, dc, wc = _lane_row(g, xv, b + 2 * ACC_LANES, c)
-        _, de, we = _lane_row(g, xv, b + 3 * ACC_LANES, c)
+        a1 = _ZERO4
+        a2 = _ZERO16
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + ACC_LANES, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + 2 * ACC_LANES, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + 3 * ACC_LANES, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + 4 * ACC_LANES, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + 5 * ACC_LANES, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + 6 * ACC_LANES, c)
+        a1, a2 = _diagonal_step(a1, a2, g, xv, b + 7 * ACC_LANES, c)
+        _add_slots4(s1v, b, a1, 0, width)
         for r in range(width):
-            s1v[r * ACC_STRIDE + b] += _fold(wa[r], wb[r], wc[r], we[r])
-            for t in range(r, width):
-                s2v[(TILE * r + t) * ACC_STRIDE + b] += _fold(
-                    wa[r] * da[t], wb[r] * db[t], wc[r] * dc[t], we[r] * de[t]
-                )
+            _add_slots4(s2v, TILE * r * ACC_STRIDE + b, a2[r], r, width)
 
 
 @_jit
@@ -565,19 +732,17 @@ def _lanes_offdiagonal_tile(xt, g, ci, cj, it, jt, s2v) -> None:
     xi = xt[it * STRIDE :]
     xj = xt[jt * STRIDE :]
     for b in range(ACC_LANES):
-        _, _, wa = _lane_row(g, xi, b, ci)
-        _, _, wb = _lane_row(g, xi, b + ACC_LANES, ci)
-        _, _, wc = _lane_row(g, xi, b + 2 * ACC_LANES, ci)
-        _, _, we = _lane_row(g, xi, b + 3 * ACC_LANES, ci)
-        _, da, _ = _lane_row(g, xj, b, cj)
-        _, db, _ = _lane_row(g, xj, b + ACC_LANES, cj)
-        _, dc, _ = _lane_row(g, xj, b + 2 * ACC_LANES, cj)
-        _, de, _ = _lane_row(g, xj, b + 3 * ACC_LANES, cj)
+        a = _ZERO16
+        a = _offdiagonal_step(a, g, xi, xj, b, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + ACC_LANES, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + 2 * ACC_LANES, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + 3 * ACC_LANES, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + 4 * ACC_LANES, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + 5 * ACC_LANES, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + 6 * ACC_LANES, ci, cj)
+        a = _offdiagonal_step(a, g, xi, xj, b + 7 * ACC_LANES, ci, cj)
         for r in range(TILE):
-            for t in range(TILE):
-                s2v[(TILE * r + t) * ACC_STRIDE + b] += _fold(
-                    wa[r] * da[t], wb[r] * db[t], wc[r] * dc[t], we[r] * de[t]
-                )
+            _add_slots4(s2v, TILE * r * ACC_STRIDE + b, a[r], 0, TILE)
 
 
 @_jit
@@ -586,15 +751,18 @@ def _lanes_diag_tile(xt, g, c, jt, s1v, s2v, width) -> None:
     ``width`` ≤ 4 is a compile-time constant."""
     xv = xt[jt * STRIDE :]
     for b in range(ACC_LANES):
-        _, da, wa = _lane_row(g, xv, b, c)
-        _, db, wb = _lane_row(g, xv, b + ACC_LANES, c)
-        _, dc, wc = _lane_row(g, xv, b + 2 * ACC_LANES, c)
-        _, de, we = _lane_row(g, xv, b + 3 * ACC_LANES, c)
-        for r in range(width):
-            s1v[r * ACC_STRIDE + b] += _fold(wa[r], wb[r], wc[r], we[r])
-            s2v[r * ACC_STRIDE + b] += _fold(
-                wa[r] * da[r], wb[r] * db[r], wc[r] * dc[r], we[r] * de[r]
-            )
+        a1 = _ZERO4
+        a2 = _ZERO4
+        a1, a2 = _diag_step(a1, a2, g, xv, b, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + ACC_LANES, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + 2 * ACC_LANES, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + 3 * ACC_LANES, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + 4 * ACC_LANES, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + 5 * ACC_LANES, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + 6 * ACC_LANES, c)
+        a1, a2 = _diag_step(a1, a2, g, xv, b + 7 * ACC_LANES, c)
+        _add_slots4(s1v, b, a1, 0, width)
+        _add_slots4(s2v, b, a2, 0, width)
 
 
 ###############################################################################
@@ -905,12 +1073,12 @@ def _estep(
     bad_weight = 0.0
     for start in range(0, n, SUB_ROWS):
         nb = n - start if n - start < SUB_ROWS else SUB_ROWS
-        _gather(X, start, nb, center, xt, xr, not lanes)
-        _log_prob(xt, coef, ps, log_norm, dcode, lp, y, unit, q, nb, narrow)
+        _gather(X, start, nb, center, xt, xr)
+        _log_prob(xt, coef, ps, log_norm, dcode, lp, y, unit, q, m, nb, narrow)
         if weighted:
             for b in range(nb):
                 wv[b] = w[start + b]
-        bad = _row_max(lp, n_components, m, nb)
+        bad = _count_bad(m, nb)
         if bad:
             first, weight = _drop_bad_rows(lp, m, wv, xt, xr, d, nb)
             if first_bad < 0:
