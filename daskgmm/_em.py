@@ -20,6 +20,7 @@ from daskgmm import _kernels as K
 from daskgmm._reduce import (
     active_client,
     block_sources,
+    compute_root_here,
     tree_reduce,
     worker_memory_limits,
 )
@@ -112,8 +113,12 @@ class DataPasses:
             weights=self.weights,
             weight_sources=self.weight_sources,
         )
+        client = active_client()
         try:
-            (result,) = dask.compute(graph)
+            if client is not None:
+                result = compute_root_here(graph, client)
+            else:
+                (result,) = dask.compute(graph)
         except Exception as exc:
             if type(exc).__name__ != "KilledWorker":
                 raise

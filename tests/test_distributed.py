@@ -98,6 +98,8 @@ def test_fit_on_dask_array_matches_threaded_scheduler(client, data, covariance_t
     assert ran["gmm-estep"] <= set(client.scheduler_info()["workers"])
     n_estep = sum(key_split(r["key"]) == "gmm-estep" for r in stream.data)
     assert n_estep == 12 * gm.n_iter_
+    # The root combine of each pass runs in the client: no such task, no transfer.
+    assert "gmm-estep-total" not in ran
 
 
 def test_fit_on_numpy_with_persist_auto_keeps_the_data_on_the_cluster(
