@@ -134,7 +134,7 @@ class GaussianMixture:
         responsibilities and log-densities in predict, predict_proba and
         score_samples.
     kernel : {'auto', 'compiled', 'numpy'}, default='auto'
-        The E-step chunk kernel: 'compiled' is numba's (5-15x faster), 'numpy' the
+        The E-step chunk kernel: 'compiled' is numba's (4-22x faster), 'numpy' the
         reference it is tested against (the two agree to about 1e-13). 'auto'
         takes the compiled one, except on workers with less than 1 GiB of memory
         (numba adds about 150 MB per process); the environment variable
