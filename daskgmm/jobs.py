@@ -85,6 +85,41 @@ def worker_allocator_settings(memory_limit: str | None, n_workers: int) -> dict:
     }
 
 
+_PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
+
+
+@contextlib.contextmanager
+def _spawn_environ(settings: dict) -> Iterator[None]:
+    """This process's environment holds the pre-spawn ``settings`` while workers
+    are spawned, where it holds distributed's default for them or nothing.
+
+    distributed lets the environment override ``pre-spawn-environ`` and its nanny
+    writes the values it spawned with into this process's environment for good: after
+    any cluster of worker processes, ``MALLOC_TRIM_THRESHOLD_=65536`` would win over
+    the embedded cluster's setting. A value the user exported (another than
+    distributed's default) is kept.
+    """
+    defaults = dask.config.get(_PRE_SPAWN, default={}) or {}
+    saved: dict[str, str | None] = {}
+    for key, value in settings.items():
+        if not key.startswith(_PRE_SPAWN + "."):
+            continue
+        var = key[len(_PRE_SPAWN) + 1 :]
+        current = os.environ.get(var)
+        default = defaults.get(var)
+        if current is None or (default is not None and current == str(default)):
+            saved[var] = current
+            os.environ[var] = str(value)
+    try:
+        yield
+    finally:
+        for var, current in saved.items():
+            if current is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = current
+
+
 @contextlib.contextmanager
 def connect(cfg: ClusterConfig) -> Iterator[Any]:
     """A ``distributed.Client`` for the job: embedded LocalCluster, address or file.
@@ -97,17 +132,16 @@ def connect(cfg: ClusterConfig) -> Iterator[Any]:
 
     if cfg.embedded:
         n_workers = cfg.n_workers or os.cpu_count() or 1
-        with (
-            dask.config.set(worker_allocator_settings(cfg.memory_limit, n_workers)),
-            LocalCluster(
+        settings = worker_allocator_settings(cfg.memory_limit, n_workers)
+        with _spawn_environ(settings), dask.config.set(settings):
+            cluster = LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=cfg.threads_per_worker or 1,
                 memory_limit=cfg.memory_limit or "auto",
                 host="127.0.0.1",
                 dashboard_address="127.0.0.1:0",
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+            )
+        with cluster, Client(cluster) as client:
             logger.info(
                 "embedded dask cluster: %d workers; dashboard %s",
                 n_workers,

@@ -253,3 +253,25 @@ def test_embedded_cluster_workers_get_the_trim_threshold():
     with connect(cfg) as client:
         (value,) = client.run(_trim_threshold).values()
     assert value == str(WORKER_TRIM_THRESHOLD)
+
+
+@pytest.mark.parametrize(
+    "inherited, expected",
+    [("65536", "WORKER"), ("12345", "12345")],
+    ids=["left-by-an-earlier-nanny", "exported-by-the-user"],
+)
+def test_the_trim_threshold_survives_an_earlier_cluster(
+    monkeypatch, inherited, expected
+):
+    # distributed's nanny writes MALLOC_TRIM_THRESHOLD_=65536 into this process's
+    # environment for good, and the environment overrides the config: the embedded
+    # cluster must still get its own value; a value the user exported is kept.
+    from daskgmm.config import ClusterConfig
+    from daskgmm.jobs import WORKER_TRIM_THRESHOLD, connect
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", inherited)
+    cfg = ClusterConfig(n_workers=1, memory_limit="3GiB")
+    with connect(cfg) as client:
+        (value,) = client.run(_trim_threshold).values()
+    assert value == (str(WORKER_TRIM_THRESHOLD) if expected == "WORKER" else expected)
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == inherited  # restored
