@@ -332,29 +332,35 @@ class Run:
             list(self.history),
         )
 
-    def recentring(self, stats: dict) -> np.ndarray | None:
-        """The new means as shifts when the shifted M-step would lose too many digits.
+    def recentring(self, stats: dict) -> tuple[np.ndarray | None, Parameters | None]:
+        """Whether the shifted M-step would lose too many digits, and if not its result.
 
         ``Σ = S2/N − δδᵀ`` cancels when a mean moves many standard deviations in one
         iteration (a component jumping to a far outlier): then, or when a covariance
         comes out not positive definite, the pass is run again with the new means as
-        shifts (the exact two-pass covariances). None when the statistics are good.
+        shifts (the exact two-pass covariances): returns ``(new means, None)``.
+        Otherwise ``(None, parameters)``: the M-step's parameters, factorised here
+        already, for :meth:`step` (None when a component lost its rows: :meth:`step`
+        re-seeds it first).
         """
         live = np.ones(stats["nk"].shape, dtype=bool)
         live[dead_components(stats)] = False
-        _, means, covariances = K.m_step(
+        weights, means, covariances = K.m_step(
             stats, self.params.means, self.reg_covar, self.covariance_type
         )
         loss = K.shift_loss(stats, self.covariance_type, live)
         if loss <= RECENTRE_LOSS:
             try:
                 tied = self.covariance_type == "tied"
-                K.precision_cholesky_from_covariances(
+                prec_chol = K.precision_cholesky_from_covariances(
                     covariances if tied else covariances[live], self.covariance_type
                 )
-                return None
             except ValueError:
                 pass
+            else:
+                if not live.all():
+                    return None, None
+                return None, Parameters(weights, means, covariances, prec_chol)
         means[~live] = self.params.means[~live]
         logger.debug(
             "%siteration %d: the shifted moments cancel (factor %.3g); "
@@ -363,11 +369,31 @@ class Run:
             self.n_iter + 1,
             loss,
         )
-        return means
+        return means, None
 
-    def step(self, stats: dict, shifts: np.ndarray | None = None) -> float:
+    def step(
+        self,
+        stats: dict,
+        shifts: np.ndarray | None = None,
+        params: Parameters | None = None,
+    ) -> float:
         """M-step from the E-step ``stats`` (accumulated about ``shifts``, by default
-        the current means); returns the change of the lower bound."""
+        the current means), or ``params`` when :meth:`recentring` computed them;
+        returns the change of the lower bound."""
+        if params is None:
+            params = self._m_step(stats, shifts)
+        # The weighted mean log-likelihood (w = number of rows when unweighted).
+        prev, lower_bound = self.lower_bound, stats["loglik"] / stats["w"]
+        self.params = params
+        self.lower_bound = lower_bound
+        self.history.append(lower_bound)
+        self.n_iter += 1
+        change = lower_bound - prev
+        self.converged = bool(abs(change) < self.tol)
+        return change
+
+    def _m_step(self, stats: dict, shifts: np.ndarray | None) -> Parameters:
+        """New parameters from ``stats``, components without rows re-seeded."""
         weights, means, covariances = K.m_step(
             stats,
             self.params.means if shifts is None else shifts,
@@ -383,7 +409,7 @@ class Run:
                 "(no initialisation sample to re-seed them from: every *_init was "
                 "given); try fewer components or other initial parameters",
                 ComponentReseededWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         if dead.size and self.reseed_rows is not None:
             weights, means, covariances = reseed(
@@ -400,18 +426,9 @@ class Run:
                 "the mixture explains worst (fewer clusters in the data than "
                 "components?)",
                 ComponentReseededWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        params = precision_parameters(weights, means, covariances, self.covariance_type)
-        # The weighted mean log-likelihood (w = number of rows when unweighted).
-        prev, lower_bound = self.lower_bound, stats["loglik"] / stats["w"]
-        self.params = params
-        self.lower_bound = lower_bound
-        self.history.append(lower_bound)
-        self.n_iter += 1
-        change = lower_bound - prev
-        self.converged = bool(abs(change) < self.tol)
-        return change
+        return precision_parameters(weights, means, covariances, self.covariance_type)
 
 
 KERNELS = ("auto", "compiled", "numpy")
@@ -486,18 +503,20 @@ def recentre(
     active: list[int],
     calls: list[tuple[Callable, K.KernelParams, Callable]],
     results: list[dict],
-) -> list[np.ndarray | None]:
+) -> list[tuple[np.ndarray | None, Parameters | None]]:
     """Run the pass again about the new means for the runs whose M-step would cancel.
 
-    ``results`` is updated in place; returns the shifts each run's statistics now use
-    (None: its current means).
+    ``results`` is updated in place; returns, per run, the shifts its statistics now
+    use (None: its current means) and the M-step's parameters when
+    :meth:`Run.recentring` computed them already (see :meth:`Run.step`).
     """
-    shifts = [
+    checks = [
         runs[i].recentring(stats) for i, stats in zip(active, results, strict=True)
     ]
+    shifts = [shift for shift, _ in checks]
     redo = [j for j, shift in enumerate(shifts) if shift is not None]
     if not redo:
-        return shifts
+        return checks
     recentred = []
     for j in redo:
         run = runs[active[j]]
@@ -514,7 +533,7 @@ def recentre(
     again = passes.run_many(recentred, "estep-recentred")
     for j, stats in zip(redo, again, strict=True):
         results[j] = stats
-    return shifts
+    return checks
 
 
 def run_em_batched(
@@ -565,12 +584,12 @@ def run_em_batched(
         results = passes.run_many(calls, "estep")
         if on_pass is not None:
             on_pass(results[0]["n"])
-        shifts = recentre(passes, runs, active, calls, results)
+        checks = recentre(passes, runs, active, calls, results)
         seconds = time.perf_counter() - tic
-        for i, stats, shift in zip(active, results, shifts, strict=True):
+        for i, stats, (shift, ready) in zip(active, results, checks, strict=True):
             run = runs[i]
             try:
-                change = run.step(stats, shift)
+                change = run.step(stats, shift, ready)
             except ValueError as exc:
                 if raise_errors:
                     raise
