@@ -43,6 +43,7 @@ from daskgmm._init import (
 )
 from daskgmm._reduce import (
     DEFAULT_SPLIT_EVERY,
+    block_keys,
     map_rows,
     scheduler_threads,
     worker_memory_limits,
@@ -1252,7 +1253,7 @@ def _blocks_in_memory(array: da.Array) -> bool:
     """Whether every row block of ``array`` is data already (persisted, NumPy), not
     the result of a task."""
     graph = array.__dask_graph__()
-    for key in dask.core.flatten(array.__dask_keys__()):
+    for key in block_keys(array):
         node = graph.get(key)
         if isinstance(node, GraphNode) and not isinstance(node, DataNode):
             return False
