@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from daskgmm.exceptions import ConvergenceWarning, NotFittedError
+from daskgmm import exceptions
 from daskgmm.mixture import GaussianMixture
 from daskgmm.model_io import load_model as load
 from daskgmm.selection import ModelSelection, select_model
@@ -13,6 +13,14 @@ try:
     __version__ = version("daskgmm")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
+
+
+def __getattr__(name: str) -> object:
+    # scikit-learn-based classes, made on first use (see daskgmm.exceptions).
+    if name in ("ConvergenceWarning", "NotFittedError"):
+        return getattr(exceptions, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ConvergenceWarning",

@@ -52,13 +52,23 @@ transposed buffers are ``STRIDE`` apart, not a multiple of 4 KiB (cache aliasing
 
 numba is imported on first use (:func:`available`), so importing this module never
 fails without it; callers fall back to :mod:`daskgmm._kernels` when it returns
-False. Compiled code is cached on disk (``cache=True``).
+False. Compiled code is cached on disk in a per-user folder, never inside the
+installed package (:func:`cache_dir`: ``$DASKGMM_CACHE_DIR/numba``, by default the
+platform's user cache, e.g. ``~/.cache/daskgmm/numba``); where that folder cannot be
+written the kernels are compiled in memory, with one log line. A first compilation
+takes about 10 s per input dtype; :func:`warm_up` does it before a fit and says so.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -129,6 +139,8 @@ _ONE_BITS = 0x3FF0000000000000
 # Lazy compilation
 
 
+logger = logging.getLogger("daskgmm")
+
 _JITTED: list[str] = []
 _lock = threading.Lock()
 _numba_ok: bool | None = None
@@ -145,21 +157,74 @@ def _jit(func: Callable) -> Callable:
     return func
 
 
+CACHE_ENV = "DASKGMM_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are cached: ``numba`` in daskgmm's per-user cache folder.
+
+    The folder is ``$DASKGMM_CACHE_DIR`` when set, else the platform's user cache
+    (``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux, ``~/Library/Caches`` on macOS,
+    ``%LOCALAPPDATA%`` on Windows) followed by ``daskgmm``. Never a folder of the
+    installed package: that is read-only on many installs, lost on upgrade, and
+    files numba leaves there outlive ``pip uninstall``.
+    """
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root).expanduser() / "numba"
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
+    return base / "daskgmm" / "numba"
+
+
+def _writable_cache() -> Path | None:
+    """:func:`cache_dir`, created, if a file can be written in it; else None (logged
+    once: the kernels are then compiled in memory by every process)."""
+    path = cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        logger.warning(
+            "cannot write the kernel cache %s (%s): compiling the EM kernels in "
+            "memory, which every new process repeats; set %s to a writable folder",
+            path,
+            exc.strerror or exc,
+            CACHE_ENV,
+        )
+        return None
+    return path
+
+
 def _wrap_with_numba() -> bool:
     try:
         import numba
     except ImportError:
         return False
+    cache = _writable_cache()
     jit = numba.njit(
-        cache=True,
+        cache=cache is not None,
         nogil=True,
         fastmath=set(_FASTMATH),
         error_model="numpy",
         boundscheck=False,
     )
     namespace = globals()
-    for name in _JITTED:
-        namespace[name] = jit(namespace[name])
+    # numba's cache locators read config.CACHE_DIR (NUMBA_CACHE_DIR) when a
+    # dispatcher is made; it is set to our folder for our dispatchers only, so that
+    # neither the package folder nor the user's own numba setting is used.
+    saved = numba.config.CACHE_DIR
+    try:
+        numba.config.CACHE_DIR = str(cache) if cache is not None else saved
+        for name in _JITTED:
+            namespace[name] = jit(namespace[name])
+    finally:
+        numba.config.CACHE_DIR = saved
     return True
 
 
@@ -174,6 +239,55 @@ def available() -> bool:
         if _numba_ok is None:
             _numba_ok = _wrap_with_numba()
     return _numba_ok
+
+
+_warm: set[str] = set()
+
+
+def _in_cache() -> bool:
+    """Whether the on-disk cache holds the kernel of this source (a file newer than
+    ``_compiled.py``: numba recompiles when the source changes)."""
+    folder = getattr(_estep, "stats", None)
+    folder = getattr(folder, "cache_path", None)
+    if not folder:
+        return False
+    source = Path(__file__).stat().st_mtime
+    return any(
+        index.stat().st_mtime >= source
+        for index in Path(folder).glob("_compiled._estep-*.nbi")
+    )
+
+
+def warm_up(dtype: np.dtype | type = np.float64) -> float:
+    """Compile, or load from the cache, the kernel for rows of ``dtype`` in this
+    process, before a fit's first pass; the seconds it took.
+
+    The first time on a machine this compiles for about 10 s, and says so in one log
+    line; later the code loads from :func:`cache_dir` in well under a second, which
+    processes started afterwards on this machine (the workers of a local cluster)
+    then do too instead of compiling one each. 0 without numba.
+    """
+    if not available():
+        return 0.0
+    dtype = np.dtype(np.float32 if np.dtype(dtype) == np.float32 else np.float64)
+    if dtype.name in _warm:
+        return 0.0
+    tic = time.perf_counter()
+    if not _in_cache():
+        logger.info("compiling the EM kernels for this machine (first run only, ~10 s)")
+    one = KernelParams(
+        covariance_type="diag",
+        center=np.zeros(1),
+        shifts=np.zeros((1, 1)),
+        proj=np.ones((1, 1)),
+        proj_shifts=np.zeros((1, 1)),
+        log_norm=np.zeros(1),
+    )
+    _run(np.zeros((1, 1), dtype=dtype), one, 0, None, _SOFT)
+    _warm.add(dtype.name)
+    seconds = time.perf_counter() - tic
+    logger.debug("EM kernels for %s ready in %.2f s", dtype.name, seconds)
+    return seconds
 
 
 ###############################################################################

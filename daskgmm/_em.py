@@ -23,6 +23,7 @@ from daskgmm._reduce import (
     compute_root_here,
     tree_reduce,
     worker_memory_limits,
+    workers_on_this_machine,
 )
 from daskgmm.exceptions import ComponentReseededWarning
 
@@ -82,6 +83,8 @@ class DataPasses:
         self.split_every = split_every
         self.name = name
         self.n_passes = 0
+        # Seconds spent compiling or loading the compiled kernel before the passes.
+        self.compile_seconds = 0.0
         self.sources = block_sources(X)
         self._row_offsets = (
             np.concatenate([[0], np.cumsum(X.chunks[0])])
@@ -151,9 +154,19 @@ class DataPasses:
 
     @property
     def estep(self) -> Callable:
-        """The E-step chunk kernel these passes use (chosen on first use)."""
+        """The E-step chunk kernel these passes use (chosen on first use).
+
+        The compiled kernel is compiled (or loaded from its cache) here first when
+        the workers share this machine: they then load it from the cache instead of
+        each compiling it in its first task, and the time is known
+        (``compile_seconds``) and logged rather than hidden in the first pass.
+        """
         if self._estep is None:
             self._estep = select_estep_kernel(self.kernel)
+            if self._estep is _compiled.estep_block:
+                client = active_client()
+                if client is None or workers_on_this_machine(client):
+                    self.compile_seconds = _compiled.warm_up(self.X.dtype)
         return self._estep
 
     def twin(self, kernel: Callable) -> Callable:
@@ -185,7 +198,7 @@ class DataPasses:
                 )
         if "w" in result and result["n"] > 0 and not result["w"] > 0:
             raise ValueError(
-                "sample_weight sums to 0; give at least one row a positive weight"
+                "sample_weight sums to zero; give at least one row a positive weight"
             )
         if not n_bad or self.nan_policy == "omit":
             return
@@ -214,10 +227,134 @@ def precision_parameters(
     means: np.ndarray,
     covariances: np.ndarray,
     covariance_type: str,
+    *,
+    reg_covar: float | None = None,
+    rows: np.ndarray | None = None,
+    iteration: int = 0,
 ) -> Parameters:
-    """Parameters with the precision Cholesky factors of ``covariances``."""
-    prec_chol = K.precision_cholesky_from_covariances(covariances, covariance_type)
-    return Parameters(weights, means, covariances, prec_chol)
+    """Parameters with the precision Cholesky factors of ``covariances``.
+
+    ``reg_covar`` (None: unknown, at initialisation), ``rows`` (the rows each
+    component holds, None: unknown) and ``iteration`` (0: the initialisation) only
+    shape the error.
+
+    Raises
+    ------
+    ValueError
+        When a covariance is not positive definite, or (``reg_covar=0``) has
+        collapsed to rounding noise (:func:`collapsed_components`): one line naming
+        the components, the iteration and the fix, ending with scikit-learn's
+        message.
+    """
+    bad = (
+        collapsed_components(weights, means, covariances, covariance_type)
+        if reg_covar == 0
+        else np.array([], dtype=int)
+    )
+    if not bad.size:
+        try:
+            prec_chol = K.precision_cholesky_from_covariances(
+                covariances, covariance_type
+            )
+        except ValueError:
+            bad = singular_components(covariances, covariance_type)
+        else:
+            return Parameters(weights, means, covariances, prec_chol)
+    raise ValueError(
+        singular_message(bad, weights, covariance_type, reg_covar, rows, iteration)
+    )
+
+
+# With reg_covar=0 a variance under (COLLAPSED_ULPS units in the last place of the
+# component's mean)^2 is rounding noise: the component holds one row, or identical
+# rows, in that feature (its true variance is 0, the covariance singular).
+COLLAPSED_ULPS = 64.0
+
+
+def collapsed_components(
+    weights: np.ndarray,
+    means: np.ndarray,
+    covariances: np.ndarray,
+    covariance_type: str,
+) -> np.ndarray:
+    """Indices of the components with a variance that is rounding noise.
+
+    A variance ``<= (COLLAPSED_ULPS * eps * |mean|)**2`` in some feature cannot be
+    told from 0 in float64 (the rows are known to ``eps * |mean|``). For ``tied``
+    the pooled variances are compared with the weighted mean square of the means;
+    ``[0]`` then means the tied covariance. For ``spherical``, the mean of the
+    squared means over the features.
+    """
+    cov = np.asarray(covariances, dtype=np.float64)
+    means = np.asarray(means, dtype=np.float64)
+    if covariance_type == "full":
+        variances, scale2 = np.diagonal(cov, axis1=1, axis2=2), means**2
+    elif covariance_type == "tied":
+        variances = np.diag(cov)[None]
+        scale2 = (np.asarray(weights, dtype=np.float64) @ means**2)[None]
+    elif covariance_type == "diag":
+        variances, scale2 = cov, means**2
+    else:
+        variances, scale2 = cov[:, None], (means**2).mean(axis=1)[:, None]
+    floor = (COLLAPSED_ULPS * K.EPS) ** 2 * scale2
+    return np.flatnonzero(np.any(variances <= floor, axis=1))
+
+
+def singular_components(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Indices of the components whose covariance is not positive definite
+    (``[0]`` for a singular ``tied`` covariance)."""
+    cov = np.asarray(covariances, dtype=np.float64)
+    if covariance_type in ("diag", "spherical"):
+        positive = cov > 0 if cov.ndim == 1 else np.all(cov > 0, axis=1)
+        return np.flatnonzero(~positive)
+    bad = []
+    for k, c in enumerate(cov[None] if covariance_type == "tied" else cov):
+        try:
+            np.linalg.cholesky(c)
+        except np.linalg.LinAlgError:
+            bad.append(k)
+    return np.array(bad, dtype=int)
+
+
+def singular_message(
+    components: np.ndarray,
+    weights: np.ndarray,
+    covariance_type: str,
+    reg_covar: float | None,
+    rows: np.ndarray | None,
+    iteration: int,
+) -> str:
+    """The one-line error for singular covariances (see :func:`precision_parameters`)."""
+    when = f"at iteration {iteration}" if iteration else "at initialisation"
+    with_reg = "" if reg_covar is None else f" with reg_covar={reg_covar:g}"
+    if reg_covar:
+        fix = f"increase reg_covar (now {reg_covar:g}), or use fewer components"
+    else:
+        fix = "set reg_covar > 0, e.g. 1e-6, or use fewer components"
+    if covariance_type != "tied" and not len(components):
+        what = f"a covariance is singular{with_reg} {when}"
+    elif covariance_type == "tied":
+        what = (
+            f"the tied covariance (pooled over the {len(weights)} components) is "
+            f"singular{with_reg} {when}: within every component the rows are "
+            "(nearly) identical in some direction"
+        )
+    else:
+        components = [int(k) for k in components]
+        many = len(components) > 1
+        names = ", ".join(map(str, components))
+        held = " of"
+        if rows is not None:
+            counts = ", ".join(f"{rows[k]:.3g}" for k in components)
+            held = f" {'hold' if many else 'holds'} {counts} row(s) of"
+        shares = ", ".join(f"{weights[k]:.3g}" for k in components)
+        what = (
+            f"component{'s' if many else ''} {names}{held} "
+            f"weight{'s' if many else ''} {shares} {when}: "
+            f"{'their covariances are' if many else 'its covariance is'} "
+            f"singular{with_reg}"
+        )
+    return f"{what}; {fix}. {K.ILL_DEFINED_MESSAGE}"
 
 
 def select_estep_kernel(choice: str = "auto") -> Callable:
@@ -360,7 +497,16 @@ class Run:
             else:
                 if not live.all():
                     return None, None
-                return None, Parameters(weights, means, covariances, prec_chol)
+                # reg_covar=0: a covariance collapsed to rounding noise is judged
+                # after the exact pass about the new means (by the M-step).
+                collapsed = (
+                    self.reg_covar == 0
+                    and collapsed_components(
+                        weights, means, covariances, self.covariance_type
+                    ).size
+                )
+                if not collapsed:
+                    return None, Parameters(weights, means, covariances, prec_chol)
         means[~live] = self.params.means[~live]
         logger.debug(
             "%siteration %d: the shifted moments cancel (factor %.3g); "
@@ -428,7 +574,16 @@ class Run:
                 ComponentReseededWarning,
                 stacklevel=3,
             )
-        return precision_parameters(weights, means, covariances, self.covariance_type)
+        return precision_parameters(
+            weights,
+            means,
+            covariances,
+            self.covariance_type,
+            reg_covar=self.reg_covar,
+            # The rows each component holds, in rows of average weight.
+            rows=stats["nk"] * (stats["n"] / stats["w"]) if stats["w"] else None,
+            iteration=self.n_iter + 1,
+        )
 
 
 KERNELS = ("auto", "compiled", "numpy")

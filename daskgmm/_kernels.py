@@ -22,7 +22,8 @@ far from the origin (offsets of 1e8, float32 pixels) keep all their digits.
 
 Rows are processed in sub-blocks whose temporaries stay around a few MiB whatever the
 chunk size; the temporaries live in per-thread buffers reused from call to call
-(freshly touched memory is slow, see FIELD-NOTES.md).
+(freshly touched memory is slow: every new page costs a page fault; see
+docs/performance.md, "Workers of the embedded cluster").
 """
 
 from __future__ import annotations

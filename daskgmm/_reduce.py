@@ -9,10 +9,12 @@ tasks do (``gmm-estep``, ``gmm-combine``...) so the dashboard tells them apart.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +56,20 @@ def worker_memory_limits(client: Any) -> list[int]:
     """Each worker's memory limit in bytes (0 where it has none)."""
     workers = client.scheduler_info(n_workers=-1)["workers"].values()
     return [w.get("memory_limit") or 0 for w in workers]
+
+
+def workers_on_this_machine(client: Any) -> bool:
+    """Whether every worker of ``client`` runs on this machine (an embedded or local
+    cluster), so that they share its file caches."""
+    local = {"127.0.0.1", "localhost", "::1", socket.gethostname()}
+    with contextlib.suppress(OSError):
+        local.add(socket.gethostbyname(socket.gethostname()))
+    for address in client.scheduler_info(n_workers=-1)["workers"]:
+        scheme, _, rest = address.partition("://")
+        host = rest.rsplit(":", 1)[0].strip("[]")
+        if scheme != "inproc" and host not in local:
+            return False
+    return True
 
 
 def array_bytes(obj: Any) -> int:

@@ -88,7 +88,7 @@ def _check_ndim(ndim: int, name: str) -> None:
         return
     if ndim == 1:
         raise ValueError(
-            f"Expected a 2-D array for {name}, got a 1-D array instead; reshape your "
+            f"Expected a 2-D array for {name}, got a 1-D array instead. Reshape your "
             "data with X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) "
             "if it is a single sample"
         )
@@ -98,6 +98,12 @@ def _check_ndim(ndim: int, name: str) -> None:
 
 
 def _check_dtype(dtype: np.dtype, name: str) -> None:
+    if dtype.kind == "c":
+        # scikit-learn's wording (a ValueError there too).
+        raise ValueError(
+            f"Complex data not supported: {name} has dtype {dtype}; pass its real "
+            f"part ({name}.real) or its magnitude (abs({name}))"
+        )
     if dtype.kind not in "biuf":
         raise TypeError(
             f"{name} must hold numbers (int, float or bool), got dtype {dtype}; "
@@ -110,8 +116,8 @@ def _check_size(
 ) -> None:
     if n_features == 0:
         raise ValueError(
-            f"Found array with 0 feature(s) (shape=({n_samples}, 0)) in {name}; "
-            "at least 1 is required"
+            f"Found array with 0 feature(s) (shape=({n_samples}, 0)) while a minimum "
+            f"of 1 is required: {name} has no columns"
         )
     if n_samples is not None and n_samples < min_samples:
         raise ValueError(
@@ -184,10 +190,12 @@ def check_input(X: Any, *, name: str = "X", min_samples: int = 1) -> Data:
     if array.dtype.kind == "O":
         try:
             array = array.astype(np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError) as exc:
+            # NumPy's message names the culprit ("float() argument must be a string
+            # or a real number, not 'dict'", "could not convert string to float").
             raise TypeError(
-                f"{name} must hold numbers, got objects that are not numbers "
-                "(strings?); convert or drop non-numeric columns first"
+                f"{name} must hold numbers, got objects that are not numbers ({exc}); "
+                "convert or drop non-numeric columns first"
             ) from None
     _check_dtype(array.dtype, name)
     _check_size(array.shape[0], array.shape[1], name, min_samples)
@@ -276,16 +284,22 @@ def check_random_state(seed: Any) -> np.random.RandomState:
 
 
 def check_init_array(
-    value: Any, name: str, shape: tuple[int, ...], what: str
+    value: Any, name: str, shape: tuple[int, ...], what: str, sklearn_name: str
 ) -> np.ndarray:
-    """A finite float array of exactly ``shape`` for a ``*_init`` parameter."""
+    """A finite float array of exactly ``shape`` for a ``*_init`` parameter.
+
+    Messages start as scikit-learn's, which calls the parameter ``sklearn_name``
+    (``'weights'``, ``'means'``, ``'full precision'``...), so that a
+    ``pytest.raises(match=...)`` written for scikit-learn matches them too.
+    """
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be an array of numbers, {what}") from None
     if arr.shape != shape:
         raise ValueError(
-            f"{name} must have shape {shape} ({what}), got shape {arr.shape}"
+            f"The parameter '{sklearn_name}' should have the shape of {shape}, but got "
+            f"{arr.shape}: {name} must have shape {what}"
         )
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite, got NaN or infinity")
@@ -294,17 +308,29 @@ def check_init_array(
 
 def check_weights_init(weights: Any, n_components: int) -> np.ndarray:
     """Weights of shape (K,) in [0, 1] summing to 1."""
-    w = check_init_array(weights, "weights_init", (n_components,), "(n_components,)")
+    w = check_init_array(
+        weights, "weights_init", (n_components,), "(n_components,)", "weights"
+    )
     if (w < 0).any() or (w > 1).any():
         raise ValueError(
-            "weights_init must be in the range [0, 1], but got max value "
-            f"{w.max():.5f}, min value {w.min():.5f}"
+            "The parameter 'weights' should be in the range [0, 1], but got max value "
+            f"{w.max():.5f}, min value {w.min():.5f}: every weights_init value must "
+            "be in [0, 1]"
         )
     if not abs(1.0 - w.sum()) <= 1e-6:
         raise ValueError(
-            f"weights_init must sum to 1, but got sum(weights_init) = {w.sum():.5f}"
+            "The parameter 'weights' should be normalized, but got sum(weights) = "
+            f"{w.sum():.5f}: weights_init must sum to 1 (divide it by its sum)"
         )
     return w
+
+
+_PRECISION_SHAPES = {
+    "full": "(n_components, n_features, n_features)",
+    "tied": "(n_features, n_features)",
+    "diag": "(n_components, n_features)",
+    "spherical": "(n_components,)",
+}
 
 
 def precision_shape(covariance_type: str, n_components: int, n_features: int) -> tuple:
@@ -323,12 +349,17 @@ def check_precisions_init(
     """Precisions of the right shape, positive (definite, symmetric for matrices)."""
     shape = precision_shape(covariance_type, n_components, n_features)
     p = check_init_array(
-        precisions, "precisions_init", shape, f"for covariance_type='{covariance_type}'"
+        precisions,
+        "precisions_init",
+        shape,
+        f"{_PRECISION_SHAPES[covariance_type]} for covariance_type='{covariance_type}'",
+        f"{covariance_type} precision",
     )
     if covariance_type in ("diag", "spherical"):
         if (p <= 0).any():
             raise ValueError(
-                f"precisions_init: the '{covariance_type}' precisions must be positive"
+                f"'{covariance_type} precision' should be positive: every "
+                "precisions_init value must be > 0"
             )
         return p
     stack = p[None] if covariance_type == "tied" else p
@@ -338,7 +369,8 @@ def check_precisions_init(
             and (np.linalg.eigvalsh(mat) > 0).all()
         ):
             raise ValueError(
-                f"precisions_init: the '{covariance_type}' precision must be symmetric, "
-                "positive definite"
+                f"'{covariance_type} precision' should be symmetric, positive-definite: "
+                "precisions_init must hold symmetric positive-definite matrices "
+                "(inverse covariances)"
             )
     return p

@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--resume", action="store_true", help="continue from a checkpoint")
     run.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print every metric and output path as JSON (for scripts) instead of "
+        "a short summary",
+    )
 
     validate = sub.add_parser("validate", help="check a job file without running it")
     validate.add_argument("config")
@@ -122,6 +128,9 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:
     seg.add_argument("--workers", type=int, help="workers of the local dask cluster")
     seg.add_argument("--overwrite", action="store_true")
     seg.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    seg.add_argument(
+        "--json", action="store_true", help="print summary.json instead of a summary"
+    )
 
 
 def _configure_logging(debug: bool, quiet: bool) -> None:
@@ -160,8 +169,79 @@ def _cmd_run(args: argparse.Namespace) -> int:
         result = PIPELINES[config.pipeline](
             config, resume=args.resume, progress=progress
         )
-    print(json.dumps(result, indent=2, default=str))
+    _print_result(result, args.json, config.output.directory)
     return EXIT_OK
+
+
+def _print_result(result: dict, as_json: bool, directory: str) -> None:
+    """Every metric as JSON (``--json``), or a few lines for a person."""
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print("\n".join(summary_lines(result, directory)))
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3g} s" if value < 10 else f"{value:.0f} s"
+
+
+def summary_lines(result: dict, directory: str) -> list[str]:
+    """A short human summary of a job's result (its metrics and outputs)."""
+    if "segments" in result:  # segment_image
+        model, timings = result["model"], result["timings"]
+        lines = [
+            f"segmented {result['image']['height']} x {result['image']['width']} "
+            f"pixels into {model['n_components']} segments "
+            f"({model['n_iter']} EM iterations, "
+            f"{'converged' if model['converged'] else 'NOT converged'})",
+            f"time: fit {_seconds(timings['fit_seconds'])} "
+            f"({_seconds(timings['seconds_per_iteration'])} per EM iteration), "
+            f"labels {_seconds(timings['predict_write_seconds'])}, "
+            f"total {_seconds(timings['total_seconds'])}",
+        ]
+        details = "summary.json"
+    else:  # cluster, select_model
+        lines = [
+            f"fitted {result['n_components']} components "
+            f"({result['covariance_type']}) to {result['n_samples']:,} rows x "
+            f"{result['n_features']} features: {result['n_iter']} EM iterations, "
+            f"{'converged' if result['converged'] else 'NOT converged'}",
+            f"lower bound {result['lower_bound']:.6g}, BIC {result['bic']:.6g}, "
+            f"AIC {result['aic']:.6g}",
+        ]
+        if "selection" in result:
+            sel = result["selection"]
+            lines.append(
+                f"chosen by {sel['criterion']} among {sel['candidates']} candidates "
+                f"({sel['failed']} failed) in {sel['passes']} passes, "
+                f"{_seconds(sel['sweep_seconds'])}"
+            )
+        else:
+            compile_note = (
+                f", of which compiling the kernels {_seconds(result['compile_seconds'])}"
+                if result.get("compile_seconds", 0) >= 0.5
+                else ""
+            )
+            lines.append(
+                f"time: {_seconds(result['fit_seconds'])} = setup "
+                f"{_seconds(result['setup_seconds'])}{compile_note} + EM "
+                f"{_seconds(result['em_seconds'])} "
+                f"({_seconds(result['seconds_per_iteration'])} per iteration)"
+            )
+        if "kmeans" in result:
+            lines.append(
+                "k-means on the same rows: adjusted Rand index "
+                f"{result['kmeans']['kmeans_adjusted_rand_index']:.4f}"
+            )
+        details = "metrics.json"
+    lines.append(f"output: {directory}")
+    width = max(len(name) for name in result["outputs"])
+    for name, path in result["outputs"].items():
+        lines.append(f"  {name:<{width}}  {path}")
+    lines.append(f"every figure: {directory}/{details} (or --json)")
+    return lines
 
 
 @contextlib.contextmanager
@@ -254,7 +334,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     config = validate(segment_config(args))
     with _progress_bar(config, enabled=not args.quiet) as progress:
         result = PIPELINES["segment_image"](config, progress=progress)
-    print(json.dumps(result, indent=2, default=str))
+    _print_result(result, args.json, config.output.directory)
     return EXIT_OK
 
 

@@ -21,11 +21,17 @@ from pydantic import (
     Field,
     StrictInt,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from daskgmm._params import BY_NAME, PARAMS, Param
+
 PIPELINES = ("cluster", "segment_image", "select_model")
+# Option types shared with the estimator's parameter table.
+CovarianceType = Literal[BY_NAME["covariance_type"].options]
+ScaleMethod = Literal[BY_NAME["scale"].options]
 
 
 class ConfigError(ValueError):
@@ -42,7 +48,7 @@ class SyntheticData(_Block):
     n_samples: int = Field(1_000_000, gt=0)
     n_features: int = Field(2, gt=0)
     n_components: int = Field(3, gt=0)
-    covariance_type: Literal["full", "tied", "diag", "spherical"] = "full"
+    covariance_type: CovarianceType = "full"
     separation: float = Field(6.0, gt=0)
     random_state: int = 0
 
@@ -88,28 +94,50 @@ class DataConfig(_Block):
         return self
 
 
-class ModelConfig(_Block):
-    """Every ``GaussianMixture`` parameter (same names and defaults)."""
+# Estimator parameters the job file sets in another block, with the reason: the one
+# place where the model block departs from the parameter table (daskgmm._params).
+_OUTSIDE_MODEL_BLOCK = {
+    "scale": "features.scale (it goes with the feature columns)",
+    "log1p": "features.log1p (it names columns of features.columns)",
+}
 
-    n_components: int = Field(1, gt=0)
-    covariance_type: Literal["full", "tied", "diag", "spherical"] = "full"
-    tol: float = Field(1e-3, ge=0)
-    reg_covar: float = Field(1e-6, ge=0)
-    max_iter: int = Field(100, ge=0)
-    n_init: int = Field(1, gt=0)
-    init_params: Literal["kmeans", "k-means++", "random", "random_from_data"] = "kmeans"
-    weights_init: list[float] | None = None
-    means_init: list[list[float]] | None = None
-    precisions_init: list[Any] | None = None
-    random_state: int | None = 0
-    warm_start: bool = False
-    verbose: int = Field(0, ge=0)
-    verbose_interval: int = Field(1, gt=0)
-    split_every: int = Field(16, ge=2)
-    persist: Literal["auto", True, False] = "auto"
-    init_sample_size: int = Field(50_000, gt=0)
-    nan_policy: Literal["raise", "omit"] = "raise"
-    kernel: Literal["auto", "compiled", "numpy"] = "auto"
+
+def _job_field(param: Param) -> tuple[Any, Any]:
+    """The pydantic type and field of one estimator parameter, as YAML gives it."""
+    kwargs: dict[str, Any] = {"description": param.doc}
+    if param.kind == "int":
+        annotation: Any = int
+        kwargs.update(gt=param.gt, ge=param.ge)
+    elif param.kind == "real":
+        annotation = float
+        kwargs.update(gt=param.gt, ge=param.ge, allow_inf_nan=False)
+    elif param.kind == "option":
+        annotation = Literal[param.options]
+    elif param.kind == "bool":
+        annotation = bool
+    elif param.kind == "seed":
+        annotation = int | None  # a RandomState instance cannot be written in YAML
+    elif param.kind == "array":
+        element = {1: float, 2: list[float]}.get(param.ndim, Any)
+        annotation = list[element] | None
+    else:
+        raise TypeError(f"no job field for the {param.kind} parameter {param.name}")
+    return annotation, Field(param.default, **kwargs)
+
+
+ModelConfig = create_model(
+    "ModelConfig",
+    __base__=_Block,
+    __module__=__name__,
+    __doc__="""Every ``GaussianMixture`` parameter (same names and defaults), derived
+    from the table :data:`daskgmm._params.PARAMS`, except ``scale`` and ``log1p``,
+    which the ``features`` block holds.""",
+    **{
+        param.name: _job_field(param)
+        for param in PARAMS
+        if param.name not in _OUTSIDE_MODEL_BLOCK
+    },
+)
 
 
 class TLSConfig(_Block):
@@ -189,7 +217,7 @@ class FeaturesConfig(_Block):
     """
 
     columns: list[str] | None = None
-    scale: Literal["none", "standard", "minmax"] = "none"
+    scale: ScaleMethod = BY_NAME["scale"].default
     log1p: list[StrictInt | str] = Field(default_factory=list)
 
     @field_validator("columns")
@@ -213,9 +241,7 @@ class SelectConfig(_Block):
     """Candidates of a model-selection sweep (``pipeline: select_model``)."""
 
     n_components: list[int] = Field(default_factory=lambda: list(range(1, 11)))
-    covariance_types: list[Literal["full", "tied", "diag", "spherical"]] = Field(
-        default_factory=lambda: ["full"]
-    )
+    covariance_types: list[CovarianceType] = Field(default_factory=lambda: ["full"])
     criterion: Literal["bic", "aic"] = "bic"
 
     @field_validator("n_components")
@@ -378,6 +404,9 @@ def _format_errors(error: ValidationError) -> str:
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (not allowed here)"
+            key = item["loc"][-1] if len(item["loc"]) == 2 else None
+            if item["loc"][0] == "model" and key in _OUTSIDE_MODEL_BLOCK:
+                message += f"; set it in {_OUTSIDE_MODEL_BLOCK[key]}"
         elif item["type"] == "missing":
             message = "required key missing"
         lines.append(f"{path}: {message}")

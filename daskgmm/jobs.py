@@ -380,8 +380,24 @@ def fit_metrics(
         "n_parameters": n_params,
         "n_iter": int(model.n_iter_),
         "converged": bool(model.converged_),
+        **fit_timings(model, seconds),
+    }
+
+
+def fit_timings(model: Any, seconds: float) -> dict:
+    """The fit's ``seconds`` split into setup (reading or persisting the data,
+    initialisation, compiling the kernel: ``compile_seconds`` of it) and EM passes,
+    with the EM time per iteration (``seconds_per_iteration``)."""
+    timings = getattr(model, "fit_timings_", None) or {}
+    em = timings.get("em_seconds", seconds)
+    return {
         "fit_seconds": seconds,
-        "seconds_per_iteration": seconds / max(int(model.n_iter_), 1),
+        "setup_seconds": max(seconds - em, 0.0),
+        "compile_seconds": timings.get("compile_seconds", 0.0),
+        "em_seconds": em,
+        "seconds_per_iteration": timings.get(
+            "seconds_per_iteration", seconds / max(int(model.n_iter_), 1)
+        ),
     }
 
 

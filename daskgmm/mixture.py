@@ -8,6 +8,7 @@ import logging
 import math
 import numbers
 import os
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -22,8 +23,8 @@ from threadpoolctl import threadpool_limits
 
 from daskgmm import _kernels as K
 from daskgmm import _preprocess as P
+from daskgmm import exceptions
 from daskgmm._em import (
-    KERNELS,
     DataPasses,
     Parameters,
     Run,
@@ -32,7 +33,6 @@ from daskgmm._em import (
     run_em_batched,
 )
 from daskgmm._init import (
-    INIT_METHODS,
     InitPlan,
     Sample,
     draw_sample,
@@ -41,6 +41,7 @@ from daskgmm._init import (
     sample_from_result,
     sample_rate,
 )
+from daskgmm._params import PARAMS, check_param
 from daskgmm._reduce import (
     DEFAULT_SPLIT_EVERY,
     block_keys,
@@ -53,20 +54,14 @@ from daskgmm._validation import (
     Data,
     check_init_array,
     check_input,
-    check_int,
-    check_option,
     check_precisions_init,
     check_random_state,
-    check_real,
     check_weights_init,
     count_non_finite_rows,
 )
-from daskgmm.exceptions import ConvergenceWarning, NotFittedError
 
 logger = logging.getLogger("daskgmm")
 
-PERSIST_OPTIONS = ("auto", True, False)
-NAN_POLICIES = ("raise", "omit")
 # Rows with NumPy input below which predictions run in the calling thread.
 _DIRECT_ROWS = 100_000
 # Target bytes of one row block when NumPy input is split for the fit.
@@ -288,28 +283,10 @@ class GaussianMixture:
         return hasattr(self, "converged_")
 
     def _check_params(self) -> None:
-        check_int(self.n_components, "n_components", 1)
-        check_option(self.covariance_type, "covariance_type", K.COVARIANCE_TYPES)
-        check_real(self.tol, "tol")
-        check_real(self.reg_covar, "reg_covar")
-        check_int(self.max_iter, "max_iter", 0)
-        check_int(self.n_init, "n_init", 1)
-        check_option(self.init_params, "init_params", INIT_METHODS)
-        check_random_state(self.random_state)
-        check_option(self.warm_start, "warm_start", (True, False))
-        if isinstance(self.verbose, bool):
-            pass
-        else:
-            check_int(self.verbose, "verbose", 0)
-        check_int(self.verbose_interval, "verbose_interval", 1)
-        check_int(self.split_every, "split_every", 2)
-        check_option(self.persist, "persist", PERSIST_OPTIONS)
-        check_int(self.init_sample_size, "init_sample_size", 1)
-        P.check_method(self.scale)
+        for param in PARAMS:  # daskgmm._params: the table the job schema uses too
+            check_param(param, getattr(self, param.name))
         _check_log1p_param(self.log1p)
         P.check_covariance_type(self.scale, self.covariance_type)
-        check_option(self.nan_policy, "nan_policy", NAN_POLICIES)
-        check_option(self.kernel, "kernel", KERNELS)
 
     def _check_inits(self, n_features: int) -> dict[str, np.ndarray | None]:
         k, ctype = self.n_components, self.covariance_type
@@ -324,6 +301,7 @@ class GaussianMixture:
                 "means_init",
                 (k, n_features),
                 "(n_components, n_features)",
+                "means",
             ),
             "precisions": None
             if self.precisions_init is None
@@ -386,6 +364,7 @@ class GaussianMixture:
         """Fit; ``resume`` continues the runs of a checkpoint (in the fitted space,
         as ``on_state`` receives them after every iteration) instead of starting
         new ones, ending with the same model as an uninterrupted fit."""
+        started = time.perf_counter()
         self._check_params()
         data = check_input(X, min_samples=2)
         self._check_n_samples(data.n_samples)
@@ -405,10 +384,16 @@ class GaussianMixture:
                 nan_policy=self.nan_policy,
                 kernel=self.kernel,
             )
-            best, space = self._fit_runs(
+            best, space, em = self._fit_runs(
                 passes, data, inits, callback, log1p, resume=resume, on_state=on_state
             )
         self._set_fitted(best, data, space.scaling, space.shift)
+        compile_seconds = passes.compile_seconds
+        if space.passes is not passes:
+            compile_seconds += space.passes.compile_seconds
+        self.fit_timings_ = _fit_timings(
+            time.perf_counter() - started, compile_seconds, *em
+        )
         self.n_omitted_ = space.passes.n_omitted
         if self.n_omitted_:
             logger.warning(
@@ -433,13 +418,14 @@ class GaussianMixture:
         *,
         resume: list[RunResult] | None = None,
         on_state: Callable[[int, RunResult], None] | None = None,
-    ) -> tuple[RunResult, _FitSpace]:
+    ) -> tuple[RunResult, _FitSpace, tuple[float, int]]:
         """The ``n_init`` restarts, batched: every pass advances all of them.
 
         The restarts draw their initialisations from the random state in the same
         order as one after another would, and each run is the same as alone, so the
         result equals scikit-learn's sequential restarts with the same seeds.
-        Returns the best run (in the fitted space) and that space.
+        Returns the best run (in the fitted space), that space, and the seconds and
+        number of the EM passes.
         """
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         rng = check_random_state(self.random_state) if do_init else None
@@ -467,6 +453,8 @@ class GaussianMixture:
         if self.max_iter == 0:
             for run in runs:
                 run.lower_bound = -np.inf
+        tic = time.perf_counter()
+        n_before = max(run.n_iter for run in runs)
         run_em_batched(
             space.passes,
             runs,
@@ -476,6 +464,7 @@ class GaussianMixture:
                 space.reporting(callback, self.covariance_type), on_state
             ),
         )
+        em = (time.perf_counter() - tic, max(run.n_iter for run in runs) - n_before)
         best: RunResult | None = None
         for i, run in enumerate(runs):
             result = run.result()
@@ -492,10 +481,10 @@ class GaussianMixture:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
+                exceptions.ConvergenceWarning,
                 stacklevel=4,
             )
-        return best, space
+        return best, space, em
 
     def _fit_space(
         self,
@@ -735,7 +724,7 @@ class GaussianMixture:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "converged_"):
-            raise NotFittedError(
+            raise exceptions.NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' "
                 "with appropriate arguments before using this estimator."
             )
@@ -1061,6 +1050,21 @@ def _both(
         second(index, state)
 
     return both
+
+
+def _fit_timings(
+    seconds: float, compile_seconds: float, em_seconds: float, em_passes: int
+) -> dict[str, float | int]:
+    """Where a fit's time went: EM passes apart from the setup before them (reading or
+    persisting the data, initialisation, compiling the kernel)."""
+    return {
+        "fit_seconds": seconds,
+        "setup_seconds": seconds - em_seconds,
+        "compile_seconds": compile_seconds,
+        "em_seconds": em_seconds,
+        "em_passes": em_passes,
+        "seconds_per_iteration": em_seconds / em_passes if em_passes else None,
+    }
 
 
 def _check_log1p_param(log1p: Any) -> None:

@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from daskgmm import exceptions
 from daskgmm._em import Parameters
 from daskgmm._kernels import COVARIANCE_TYPES
 from daskgmm._preprocess import Scaling
 from daskgmm._validation import precision_shape
-from daskgmm.exceptions import NotFittedError
 from daskgmm.mixture import GaussianMixture
 
 logger = logging.getLogger("daskgmm")
@@ -265,6 +265,12 @@ def _fitted_section(model: GaussianMixture) -> dict[str, Any]:
         section["scaled_lower_bound_"] = _encode_float(model._scaled_lower_bound_)
     if getattr(model, "n_omitted_", 0):
         section["n_omitted_"] = int(model.n_omitted_)
+    timings = getattr(model, "fit_timings_", None)
+    if timings is not None:
+        section["fit_timings_"] = {
+            k: v if v is None or isinstance(v, int) else _encode_float(v)
+            for k, v in timings.items()
+        }
     return section
 
 
@@ -330,7 +336,7 @@ def _model_document(
             f"save_model saves a daskgmm GaussianMixture, got {type(model).__name__}"
         )
     if not hasattr(model, "converged_"):
-        raise NotFittedError(
+        raise exceptions.NotFittedError(
             f"This {type(model).__name__} instance is not fitted yet: call 'fit' "
             "before saving it."
         )
@@ -644,6 +650,14 @@ def _decode_fitted(section: Mapping[str, Any]) -> dict[str, Any]:
     if not _is_int(omitted, 0):
         raise ValueError(f"n_omitted_ must be an int >= 0, got {omitted!r}")
     fitted["n_omitted_"] = omitted
+    timings = section.get("fit_timings_")
+    if timings is not None:
+        if not isinstance(timings, dict):
+            raise ValueError("fit_timings_ must be a mapping of names to seconds")
+        fitted["fit_timings_"] = {
+            str(k): v if v is None or isinstance(v, int) else _decode_float(v)
+            for k, v in timings.items()
+        }
     return fitted
 
 

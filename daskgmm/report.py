@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from daskgmm.exceptions import NotFittedError
+from daskgmm import exceptions
 from daskgmm.io import atomic_path
 
 __all__ = [
@@ -712,7 +712,7 @@ def _report_markdown(metrics: Mapping[str, Any]) -> str:
 
 def _check_fitted(model: Any) -> None:
     if not hasattr(model, "converged_"):
-        raise NotFittedError(
+        raise exceptions.NotFittedError(
             f"This {type(model).__name__} instance is not fitted yet. Call 'fit' "
             "with appropriate arguments before writing a report."
         )

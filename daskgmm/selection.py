@@ -23,10 +23,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from daskgmm import _kernels as K
+from daskgmm import exceptions
 from daskgmm._em import DataPasses, Parameters, Run, RunResult, run_em_batched
 from daskgmm._init import InitPlan, run_plans, sample_from_result, sample_rate
 from daskgmm._validation import check_input, check_random_state
-from daskgmm.exceptions import ConvergenceWarning
 from daskgmm.mixture import (
     GaussianMixture,
     _aligned_weights,
@@ -433,7 +433,7 @@ def _selection(
         warnings.warn(
             f"{len(not_converged)} candidate(s) did not converge ({names}); increase "
             "max_iter or tol, or check for degenerate data",
-            ConvergenceWarning,
+            exceptions.ConvergenceWarning,
             stacklevel=3,
         )
     for row in table[~ok].itertuples():

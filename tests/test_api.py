@@ -960,7 +960,7 @@ def test_bad_parameter_raises_a_clear_error(blobs, params, error, message):
 def test_one_dimensional_input_raises(blobs):
     X, _ = blobs
     message = (
-        "Expected a 2-D array for X, got a 1-D array instead; reshape your data with "
+        "Expected a 2-D array for X, got a 1-D array instead. Reshape your data with "
         "X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) if it is a "
         "single sample"
     )
@@ -994,7 +994,8 @@ def test_zero_features_raises(use_dask):
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "Found array with 0 feature(s) (shape=(10, 0)) in X; at least 1 is required"
+            "Found array with 0 feature(s) (shape=(10, 0)) while a minimum of 1 is "
+            "required: X has no columns"
         ),
     ):
         GaussianMixture(1).fit(data)
@@ -1189,12 +1190,18 @@ def test_string_arrays_raise_type_error():
     with pytest.raises(
         TypeError,
         match=re.escape(
-            "X must hold numbers, got objects that are not numbers (strings?); convert "
-            "or drop non-numeric columns first"
+            "X must hold numbers, got objects that are not numbers (could not convert "
+            "string to float: 'a'); convert or drop non-numeric columns first"
         ),
     ):
         GaussianMixture(1).fit(np.array([["a", 1.0], ["c", 2.0]], dtype=object))
-    with pytest.raises(TypeError, match=re.escape("got dtype complex128")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Complex data not supported: X has dtype complex128; pass its real part "
+            "(X.real) or its magnitude (abs(X))"
+        ),
+    ):
         GaussianMixture(1).fit(np.ones((3, 2), dtype=complex))
 
 
@@ -1203,41 +1210,47 @@ def test_string_arrays_raise_type_error():
     [
         (
             {"means_init": np.zeros((3, 2))},
-            "means_init must have shape (2, 2) ((n_components, n_features)), "
-            "got shape (3, 2)",
+            "The parameter 'means' should have the shape of (2, 2), but got (3, 2): "
+            "means_init must have shape (n_components, n_features)",
         ),
         (
             {"weights_init": [1.0]},
-            "weights_init must have shape (2,) ((n_components,)), got shape (1,)",
+            "The parameter 'weights' should have the shape of (2,), but got (1,): "
+            "weights_init must have shape (n_components,)",
         ),
         (
             {"precisions_init": np.ones((2, 2))},
-            "precisions_init must have shape (2, 2, 2) (for covariance_type='full'), "
-            "got shape (2, 2)",
+            "The parameter 'full precision' should have the shape of (2, 2, 2), but "
+            "got (2, 2): precisions_init must have shape (n_components, n_features, "
+            "n_features) for covariance_type='full'",
         ),
         (
             {"covariance_type": "tied", "precisions_init": np.ones((2, 2, 2))},
-            "precisions_init must have shape (2, 2) (for covariance_type='tied'), "
-            "got shape (2, 2, 2)",
+            "The parameter 'tied precision' should have the shape of (2, 2), but got "
+            "(2, 2, 2): precisions_init must have shape (n_features, n_features) for "
+            "covariance_type='tied'",
         ),
         (
             {"covariance_type": "diag", "precisions_init": np.ones(2)},
-            "precisions_init must have shape (2, 2) (for covariance_type='diag'), "
-            "got shape (2,)",
+            "The parameter 'diag precision' should have the shape of (2, 2), but got "
+            "(2,): precisions_init must have shape (n_components, n_features) for "
+            "covariance_type='diag'",
         ),
         (
             {"covariance_type": "spherical", "precisions_init": np.ones((2, 2))},
-            "precisions_init must have shape (2,) (for covariance_type='spherical'), "
-            "got shape (2, 2)",
+            "The parameter 'spherical precision' should have the shape of (2,), but "
+            "got (2, 2): precisions_init must have shape (n_components,) for "
+            "covariance_type='spherical'",
         ),
         (
             {"weights_init": [0.5, 0.6]},
-            "weights_init must sum to 1, but got sum(weights_init) = 1.10000",
+            "The parameter 'weights' should be normalized, but got sum(weights) = "
+            "1.10000: weights_init must sum to 1 (divide it by its sum)",
         ),
         (
             {"weights_init": [-0.5, 1.5]},
-            "weights_init must be in the range [0, 1], but got max value 1.50000, "
-            "min value -0.50000",
+            "The parameter 'weights' should be in the range [0, 1], but got max value "
+            "1.50000, min value -0.50000: every weights_init value must be in [0, 1]",
         ),
         (
             {"means_init": [[0.0, np.nan], [1.0, 1.0]]},
@@ -1245,27 +1258,33 @@ def test_string_arrays_raise_type_error():
         ),
         (
             {"precisions_init": np.array([np.eye(2), -np.eye(2)])},
-            "precisions_init: the 'full' precision must be symmetric, positive definite",
+            "'full precision' should be symmetric, positive-definite: precisions_init "
+            "must hold symmetric positive-definite matrices (inverse covariances)",
         ),
         (
             {"precisions_init": np.array([np.eye(2), [[1.0, 2.0], [2.0, 1.0]]])},
-            "precisions_init: the 'full' precision must be symmetric, positive definite",
+            "'full precision' should be symmetric, positive-definite: precisions_init "
+            "must hold symmetric positive-definite matrices (inverse covariances)",
         ),
         (
             {"precisions_init": np.array([np.eye(2), [[1.0, 0.5], [0.0, 1.0]]])},
-            "precisions_init: the 'full' precision must be symmetric, positive definite",
+            "'full precision' should be symmetric, positive-definite: precisions_init "
+            "must hold symmetric positive-definite matrices (inverse covariances)",
         ),
         (
             {"covariance_type": "tied", "precisions_init": [[1.0, 2.0], [2.0, 1.0]]},
-            "precisions_init: the 'tied' precision must be symmetric, positive definite",
+            "'tied precision' should be symmetric, positive-definite: precisions_init "
+            "must hold symmetric positive-definite matrices (inverse covariances)",
         ),
         (
             {"covariance_type": "diag", "precisions_init": [[1.0, 1.0], [1.0, 0.0]]},
-            "precisions_init: the 'diag' precisions must be positive",
+            "'diag precision' should be positive: every precisions_init value "
+            "must be > 0",
         ),
         (
             {"covariance_type": "spherical", "precisions_init": [1.0, -1.0]},
-            "precisions_init: the 'spherical' precisions must be positive",
+            "'spherical precision' should be positive: every precisions_init value "
+            "must be > 0",
         ),
     ],
 )

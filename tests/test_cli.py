@@ -14,6 +14,7 @@ import pytest
 import zarr
 
 import daskgmm
+from daskgmm.cli import summary_lines
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
@@ -58,6 +59,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         f"output.directory={out}",
         "--set",
         "cluster.n_workers=2",
+        "--json",
         cwd=tmp_path_factory.mktemp("elsewhere"),
     )
     assert result.returncode == 0, result.stderr
@@ -81,6 +83,34 @@ def test_demo_job_writes_model_predictions_and_metrics(demo_run):
     np.testing.assert_array_equal(model.predict(X.compute()), labels)
     # Log lines per iteration went to stderr.
     assert not any(p.name.startswith(".out.tmp") for p in out.parent.iterdir())
+
+
+def test_metrics_split_the_fit_time_into_setup_and_em(demo_run):
+    out, _ = demo_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["setup_seconds"] + metrics["em_seconds"] == pytest.approx(
+        metrics["fit_seconds"]
+    )
+    # n_init is 1: one EM pass per iteration.
+    assert metrics["seconds_per_iteration"] == pytest.approx(
+        metrics["em_seconds"] / metrics["n_iter"]
+    )
+    assert 0 <= metrics["compile_seconds"] <= metrics["setup_seconds"]
+
+
+def test_run_prints_a_short_summary_not_the_metrics(demo_run):
+    out, result = demo_run
+    lines = summary_lines(result, str(out))
+    assert lines[0] == (
+        f"fitted 5 components (full) to 40,000 rows x 3 features: "
+        f"{result['n_iter']} EM iterations, converged"
+    )
+    assert lines[1].startswith(f"lower bound {result['lower_bound']:.6g}, BIC ")
+    assert lines[2].startswith(f"time: {result['fit_seconds']:.3g} s = setup ")
+    assert "per iteration)" in lines[2]
+    assert f"output: {out}" in lines
+    assert lines[-1] == f"every figure: {out}/metrics.json (or --json)"
+    assert len(lines) <= 12
 
 
 def test_info_describes_the_saved_model(demo_run):
@@ -386,6 +416,9 @@ def test_fast_zarr_compression_of_the_predictions(tmp_path):
         "--quiet",
     )
     assert result.returncode == 0, result.stderr
+    # Without --json: the summary, whose last line points to the metrics.
+    assert result.stdout.startswith("fitted 5 components (full) to 20,000 rows")
+    assert result.stdout.splitlines()[-1].endswith("metrics.json (or --json)")
     group = zarr.open_group(str(out / "predictions.zarr"), mode="r")
     names = {name: type(c).__name__ for name in group for c in group[name].compressors}
     assert names == {"label": "BloscCodec"}, names

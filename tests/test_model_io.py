@@ -361,6 +361,7 @@ def test_model_json_is_human_readable_and_complete(tmp_path, X):
         "lower_bound_": model.lower_bound_,
         "lower_bounds_": model.lower_bounds_,
         "n_features_in_": 3,
+        "fit_timings_": model.fit_timings_,
     }
     assert document["data"] == {
         "feature_names": COLUMNS,

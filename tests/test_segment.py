@@ -473,6 +473,7 @@ def test_segment_command_on_a_tiff(tmp_path):
         "--workers",
         "1",
         "--quiet",
+        "--json",
     )
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)

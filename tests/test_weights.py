@@ -131,7 +131,7 @@ def test_weighted_statistics_kernel_equals_brute_force():
     [
         ([-1.0] + [1.0] * 499, ValueError, "sample_weight has 1 negative, NaN or infinite value(s); weights must be finite and >= 0"),
         ([np.nan, np.inf] + [1.0] * 498, ValueError, "sample_weight has 2 negative, NaN or infinite value(s)"),
-        ([0.0] * 500, ValueError, "sample_weight sums to 0; give at least one row a positive weight"),
+        ([0.0] * 500, ValueError, "sample_weight sums to zero; give at least one row a positive weight"),
         ([1.0] * 10, ValueError, "sample_weight has 10 values but X has 500 rows"),
         ([[1.0] * 500], ValueError, "sample_weight must be 1-D of shape (n_samples,), got shape (1, 500)"),
         (["a"] * 500, TypeError, "sample_weight must hold numbers, got dtype <U1"),

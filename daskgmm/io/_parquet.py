@@ -1,7 +1,8 @@
 """Parquet sources read with pyarrow, one bounded piece of a file per task.
 
-``dd.read_parquet(...).to_dask_array()`` needed about 1.5x the memory of the same data
-in Zarr and killed 400 MiB workers (FIELD-NOTES.md). Here every task reads one piece
+Measured while this reader was written: ``dd.read_parquet(...).to_dask_array()``
+needed about 1.5x the worker memory of the same data read from Zarr, and killed
+workers with a 400 MiB memory limit. Here every task reads one piece
 (consecutive small row groups, or a slice of a large one) in record batches straight
 into a preallocated float array, so a task holds its output plus Arrow's buffers for
 one batch. Row counts come from the files' footers: no pass over the data is needed
