@@ -157,13 +157,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from daskgmm.config import load_config
+    from daskgmm.config import load_config, preflight
     from pipelines import PIPELINES
 
     config = load_config(args.config, args.overrides)
+    preflight(config, resume=args.resume)
     if not args.quiet:
+        # A log line per iteration, unless the job file says otherwise.
+        update: dict = {"verbose": 1}
+        if "verbose_interval" not in config.model.model_fields_set:
+            update["verbose_interval"] = 1
         config = config.model_copy(
-            update={"model": config.model.model_copy(update={"verbose": 1})}
+            update={"model": config.model.model_copy(update=update)}
         )
     with _progress_bar(config, enabled=not args.quiet) as progress:
         result = PIPELINES[config.pipeline](
@@ -220,13 +225,13 @@ def summary_lines(result: dict, directory: str) -> list[str]:
             )
         else:
             compile_note = (
-                f", of which compiling the kernels {_seconds(result['compile_seconds'])}"
+                f" (compiling the kernels {_seconds(result['compile_seconds'])})"
                 if result.get("compile_seconds", 0) >= 0.5
                 else ""
             )
             lines.append(
-                f"time: {_seconds(result['fit_seconds'])} = setup "
-                f"{_seconds(result['setup_seconds'])}{compile_note} + EM "
+                f"time: {_seconds(result['fit_seconds'])}: setup "
+                f"{_seconds(result['setup_seconds'])}{compile_note}, EM "
                 f"{_seconds(result['em_seconds'])} "
                 f"({_seconds(result['seconds_per_iteration'])} per iteration)"
             )
@@ -328,10 +333,11 @@ def segment_config(args: argparse.Namespace) -> dict:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from daskgmm.config import validate
+    from daskgmm.config import preflight, validate
     from pipelines import PIPELINES
 
     config = validate(segment_config(args))
+    preflight(config)
     with _progress_bar(config, enabled=not args.quiet) as progress:
         result = PIPELINES["segment_image"](config, progress=progress)
     _print_result(result, args.json, config.output.directory)
@@ -346,14 +352,32 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# The outputs of ``daskgmm predict``; the suffix of --out chooses the format.
+PREDICT_SUFFIXES = (".zarr", ".parquet", ".pq")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     import os
 
     from daskgmm import io, load
+    from daskgmm.config import ConfigError, check_output_parent, path_kind
     from daskgmm.jobs import JobError
 
-    model = load(args.model)
+    out_lower = args.out.lower().rstrip("/")
+    if not out_lower.endswith(PREDICT_SUFFIXES):
+        raise ConfigError(
+            f"--out {args.out}: the output format comes from the suffix: .zarr or "
+            ".parquet"
+        )
+    check_output_parent(args.out, "--out")
     path = args.data
+    kind = path_kind(path)
+    if kind is not None:
+        raise ConfigError(
+            f"{path} is {kind}, not a regular file or directory; give a .npy, "
+            "Parquet, Zarr or image path"
+        )
+    model = load(args.model)
     lower = path.lower().rstrip("/")
     if not os.path.exists(path) and "://" not in path:
         raise JobError(f"data not found: {path}")
@@ -373,7 +397,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     outputs = {"label": model.predict(X)}
     if args.probabilities:
         outputs["proba"] = model.predict_proba(X)
-    if args.out.lower().rstrip("/").endswith(".parquet"):
+    if out_lower.endswith((".parquet", ".pq")):
         io.write_parquet(outputs, args.out, overwrite=args.overwrite)
     else:
         io.write_zarr(outputs, args.out, overwrite=args.overwrite)

@@ -46,7 +46,7 @@ def test_validate_demo_config():
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     out = tmp_path_factory.mktemp("demo") / "out"
     result = daskgmm_cmd(
         "run",
@@ -63,11 +63,11 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         cwd=tmp_path_factory.mktemp("elsewhere"),
     )
     assert result.returncode == 0, result.stderr
-    return out, json.loads(result.stdout)
+    return out, json.loads(result.stdout), result.stderr
 
 
 def test_demo_job_writes_model_predictions_and_metrics(demo_run):
-    out, result = demo_run
+    out, result, log = demo_run
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_samples"] == 40_000
     assert metrics["n_components"] == 5
@@ -82,11 +82,13 @@ def test_demo_job_writes_model_predictions_and_metrics(demo_run):
     model = daskgmm.load(str(out / "model"))
     np.testing.assert_array_equal(model.predict(X.compute()), labels)
     # Log lines per iteration went to stderr.
+    assert " iteration 1  mean log-likelihood " in log
+    assert f" iteration {result['n_iter']}  mean log-likelihood " in log
     assert not any(p.name.startswith(".out.tmp") for p in out.parent.iterdir())
 
 
 def test_metrics_split_the_fit_time_into_setup_and_em(demo_run):
-    out, _ = demo_run
+    out, _, _ = demo_run
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["setup_seconds"] + metrics["em_seconds"] == pytest.approx(
         metrics["fit_seconds"]
@@ -99,14 +101,14 @@ def test_metrics_split_the_fit_time_into_setup_and_em(demo_run):
 
 
 def test_run_prints_a_short_summary_not_the_metrics(demo_run):
-    out, result = demo_run
+    out, result, _ = demo_run
     lines = summary_lines(result, str(out))
     assert lines[0] == (
         f"fitted 5 components (full) to 40,000 rows x 3 features: "
         f"{result['n_iter']} EM iterations, converged"
     )
     assert lines[1].startswith(f"lower bound {result['lower_bound']:.6g}, BIC ")
-    assert lines[2].startswith(f"time: {result['fit_seconds']:.3g} s = setup ")
+    assert lines[2].startswith(f"time: {result['fit_seconds']:.3g} s: setup ")
     assert "per iteration)" in lines[2]
     assert f"output: {out}" in lines
     assert lines[-1] == f"every figure: {out}/metrics.json (or --json)"
@@ -114,7 +116,7 @@ def test_run_prints_a_short_summary_not_the_metrics(demo_run):
 
 
 def test_info_describes_the_saved_model(demo_run):
-    out, _ = demo_run
+    out, _, _ = demo_run
     result = daskgmm_cmd("info", str(out / "model"))
     assert result.returncode == 0, result.stderr
     meta = json.loads(result.stdout)
@@ -122,7 +124,7 @@ def test_info_describes_the_saved_model(demo_run):
 
 
 def test_predict_writes_labels_for_new_data(demo_run, tmp_path):
-    out, _ = demo_run
+    out, _, _ = demo_run
     X = np.random.default_rng(0).normal(size=(500, 3))
     np.save(tmp_path / "x.npy", X)
     result = daskgmm_cmd(
