@@ -1,22 +1,27 @@
-"""Job configuration: a pydantic schema per block, YAML read with ``yaml.safe_load``.
+"""Job configuration: a pydantic schema per block, YAML read with ``yaml.SafeLoader``.
 
 A job file has five blocks — ``pipeline``, ``data``, ``model``, ``cluster``,
 ``output`` — (plus ``select`` or ``segment`` for the pipelines that read them, and
 an optional ``features`` block: which columns, scaled how), and
 unknown keys anywhere are errors. Validation errors come out as one
 line per problem with the field path, e.g. ``model.n_components: Input should be
-greater than 0``.
+greater than 0``. A key given twice in one mapping is an error too (YAML itself
+would keep the last one): ``model.n_components: duplicate key (lines 4 and 7); keep
+one``.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import stat
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -25,6 +30,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from daskgmm._params import BY_NAME, PARAMS, Param
 
@@ -40,6 +46,51 @@ class ConfigError(ValueError):
 
 class _Block(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# The operators of a row filter, as pyarrow.parquet.filters_to_expression reads them.
+FILTER_OPERATORS = ("=", "==", "!=", "<", ">", "<=", ">=", "in", "not in")
+_FILTER_SCALARS = (str, int, float, datetime.date)
+
+
+def _filter_error(message: str, value: Any) -> PydanticCustomError:
+    return PydanticCustomError("filter", message + "; got {got}", {"got": repr(value)})
+
+
+def _check_filter(value: Any) -> tuple[str, str, Any]:
+    """One row filter ``[column, operator, value]`` (``value`` a list for in/not in).
+
+    Whether the column exists can only be known when the file is opened.
+    """
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise _filter_error(
+            "a filter is [column, operator, value], e.g. [quality, '>', 0]", value
+        )
+    column, operator, operand = value
+    if not isinstance(column, str) or not column:
+        raise _filter_error("the column (first item) must be a column name", column)
+    if operator not in FILTER_OPERATORS:
+        raise _filter_error(
+            f"the operator (second item) must be one of {', '.join(FILTER_OPERATORS)}",
+            operator,
+        )
+    if operator in ("in", "not in"):
+        if not isinstance(operand, (list, tuple)) or not all(
+            isinstance(v, _FILTER_SCALARS) for v in operand
+        ):
+            raise _filter_error(
+                f"the value of '{operator}' must be a list of numbers or strings",
+                operand,
+            )
+        return column, operator, list(operand)
+    if not isinstance(operand, _FILTER_SCALARS):
+        raise _filter_error(
+            f"the value of '{operator}' must be a number, string or date", operand
+        )
+    return column, operator, operand
+
+
+RowFilter = Annotated[tuple[str, str, Any], BeforeValidator(_check_filter)]
 
 
 class SyntheticData(_Block):
@@ -68,7 +119,7 @@ class DataConfig(_Block):
     columns: list[str] | None = None
     id_columns: list[str] = Field(default_factory=list)
     weight_column: str | None = None
-    filters: list[tuple[str, str, Any]] | None = None
+    filters: list[RowFilter] | None = None
     rows_per_chunk: int | None = Field(None, gt=0)
     sample_fraction: float | None = Field(None, gt=0, le=1)
     storage_options: dict[str, Any] | None = None
@@ -400,7 +451,7 @@ class JobConfig(_Block):
 def _format_errors(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        path = _path(item["loc"]) or "(top level)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (not allowed here)"
@@ -413,46 +464,152 @@ def _format_errors(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def _coerce(text: str) -> Any:
-    """A ``--set`` value as YAML would read it (numbers, booleans, lists, null)."""
-    return yaml.safe_load(text) if text != "" else ""
+def _path(parts: tuple | list) -> str:
+    """A field path as the messages write it: ``data.filters[0]``, ``model.tol``."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int) and not isinstance(part, bool):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A key given twice in one YAML mapping; the message names its field path."""
+
+    def __init__(self, path: str, lines: tuple[int, int]) -> None:
+        self.path, self.lines = path, lines
+        super().__init__(
+            f"{path}: duplicate key (lines {lines[0]} and {lines[1]}); keep one"
+        )
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (the same safe tags) that refuses a key given twice in one
+    mapping, at any depth, instead of keeping the last one.
+
+    Keys merged in with ``<<: *anchor`` may be overridden, as YAML allows.
+    """
+
+    _root: yaml.Node | None = None
+
+    def get_single_node(self) -> yaml.Node | None:
+        self._root = super().get_single_node()
+        return self._root
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader reports it
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    where = _node_path(self._root, node) or []
+                    raise DuplicateKeyError(_path([*where, key]), (first, line))
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _node_path(root: yaml.Node | None, target: yaml.Node) -> list | None:
+    """Keys and list indices from ``root`` down to ``target`` (None: not found)."""
+    stack: list[tuple[yaml.Node, list]] = [(root, [])] if root is not None else []
+    visited: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return path
+        if id(node) in visited:  # an alias: the node was reached before
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                stack.append((value_node, [*path, key_node.value]))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                stack.append((item, [*path, index]))
+    return None
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text read like ``yaml.safe_load``, except that a duplicate key is an error.
+
+    Raises
+    ------
+    yaml.YAMLError
+        Invalid YAML; :class:`DuplicateKeyError` for a key given twice.
+    """
+    loader = UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1})" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}: {problem}"
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``key.path=value`` overrides to a raw config mapping (a new copy).
 
+    Values are read as YAML (numbers, booleans, lists, null; ``""`` is the empty
+    string).
+
     Raises
     ------
     ConfigError
-        An override without ``=`` or one that walks into a non-mapping.
+        An override without ``=``, with a value that is not valid YAML, or one that
+        walks into a non-mapping.
     """
     result = yaml.safe_load(yaml.safe_dump(raw))
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key.path=value")
-        node = result
+        key, sep, text = item.partition("=")
         parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        try:
+            value = load_yaml(text) if text != "" else ""
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"--set {item!r}: {key}.{exc}") from None
+        except yaml.YAMLError as exc:
+            problem = _yaml_problem(exc).partition(": ")[2]
+            raise ConfigError(
+                f"--set {item!r}: {key}: the value is not valid YAML ({problem}); "
+                "quote it to give a string"
+            ) from None
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {part} is not a mapping")
-        node[parts[-1]] = _coerce(value)
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {item!r}: {where} is {node!r}, not a mapping")
+        node[parts[-1]] = value
     return result
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
-    """A YAML mapping from a file, read with ``yaml.safe_load``."""
+    """A YAML mapping from a file, read with :func:`load_yaml` (safe, no duplicates)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
+    except DuplicateKeyError as exc:
+        raise ConfigError(str(exc)) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"{path}: not valid YAML{_yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a job config must be a YAML mapping")
     return raw
@@ -512,3 +669,88 @@ def resolve_paths(config: JobConfig, base: Path) -> JobConfig:
             update={"mask": _resolve(config.segment.mask, base)}
         )
     return config.model_copy(update=updates)
+
+
+def checkpoint_path(config: JobConfig) -> str:
+    """Where a cluster job keeps its checkpoint: ``output.directory`` + ``.checkpoint``."""
+    return config.output.directory + ".checkpoint"
+
+
+def path_kind(path: str) -> str | None:
+    """What a local path that is neither a regular file nor a directory is (e.g. 'a
+    character device'); None for a file, a directory, a URL or a missing path."""
+    if "://" in path:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = {
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISFIFO: "a named pipe",
+        stat.S_ISSOCK: "a socket",
+    }
+    kind = next((name for test, name in kinds.items() if test(mode)), "a special file")
+    real = os.path.realpath(path)
+    return f"{kind} ({real})" if real != os.path.abspath(path) else kind
+
+
+def check_output_parent(path: str, field: str) -> None:
+    """Refuse an output path below a regular file (``mkdir`` would say 'File exists').
+
+    Raises
+    ------
+    ConfigError
+        Naming ``field`` and the file in the way.
+    """
+    if "://" in path:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if os.path.lexists(parent) and not os.path.isdir(parent):
+        raise ConfigError(
+            f"{field} {path}: {parent} is a file, not a directory; choose another "
+            "output path"
+        )
+
+
+def preflight(config: JobConfig, *, resume: bool = False) -> None:
+    """Checks of a job against the file system, before any work starts.
+
+    A mistake found here is a configuration or argument error (exit 2), not a failed
+    run: ``--resume`` without a checkpoint to resume from, an output directory below
+    a regular file, a data path that is a device.
+
+    Raises
+    ------
+    ConfigError
+        The message names the field path or the option.
+    """
+    if resume:
+        if config.pipeline == "select_model":
+            raise ConfigError(
+                "--resume is for checkpointed cluster jobs; run the sweep again"
+            )
+        if config.pipeline == "segment_image":
+            raise ConfigError(
+                "--resume: segment_image jobs are not checkpointed; run without --resume"
+            )
+        if not config.output.checkpoint:
+            raise ConfigError("--resume needs output.checkpoint: true in the job file")
+        path = checkpoint_path(config)
+        if not os.path.isfile(os.path.join(path, "state.json")):
+            raise ConfigError(
+                f"--resume: no checkpoint at {path}; run the job without --resume"
+            )
+    if config.data.path is not None:
+        kind = path_kind(config.data.path)
+        if kind is not None:
+            raise ConfigError(
+                f"data.path {config.data.path} is {kind}, not a regular file or "
+                "directory"
+            )
+    check_output_parent(config.output.directory, "output.directory")

@@ -159,7 +159,7 @@ def test_killed_job_resumes_to_the_same_model(tmp_path, n_init):
 def test_resume_without_checkpoint_fails_clearly(tmp_path):
     out = tmp_path / "out"
     result = daskgmm_cmd(*_run_args(out), "--resume")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert (
         f"no checkpoint at {out}.checkpoint; run the job without --resume"
         in result.stderr

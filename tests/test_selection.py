@@ -366,6 +366,6 @@ def test_sweep_refuses_initial_parameters_and_resume(tmp_path):
     assert result.returncode == 1
     assert "model.weights_init is not used by select_model" in result.stderr
     result = daskgmm_cmd(*base, "--resume")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "--resume is for checkpointed cluster jobs" in result.stderr
     assert not out.exists()
