@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from daskgmm import exceptions
 from daskgmm.mixture import GaussianMixture
-from daskgmm.model_io import load_model as load
+from daskgmm.mixture import load_model as load
 from daskgmm.selection import ModelSelection, select_model
 
 try:

@@ -31,14 +31,17 @@ This module imports only the modules that define the option tuples; nothing from
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from daskgmm._em import KERNELS
 from daskgmm._init import INIT_METHODS
 from daskgmm._kernels import COVARIANCE_TYPES
-from daskgmm._preprocess import SCALE_METHODS, check_method
+from daskgmm._preprocess import SCALE_METHODS, check_covariance_type, check_method
 from daskgmm._reduce import DEFAULT_SPLIT_EVERY
 from daskgmm._validation import (
     check_int,
@@ -243,3 +246,31 @@ def check_param(param: Param, value: Any, owner: str = "GaussianMixture") -> Non
         check_option(value, param.name, (True, False), owner)
     elif param.kind == "seed":
         check_random_state(value)
+
+
+def check_log1p_param(log1p: Any) -> None:
+    """``log1p`` is None or a list of column indices or names (checked against the
+    data at fit time)."""
+    if log1p is None:
+        return
+    if isinstance(log1p, (str, bytes)) or not isinstance(log1p, Iterable):
+        raise ValueError(
+            f"log1p must be None or a list of column indices or names, got {log1p!r}"
+        )
+    for item in log1p:
+        if isinstance(item, (bool, np.bool_)) or not isinstance(
+            item, (numbers.Integral, str)
+        ):
+            raise ValueError(
+                "log1p must list column indices (ints) or names (strings), got "
+                f"{item!r} of type {type(item).__name__}"
+            )
+
+
+def check_params(values: dict[str, Any], owner: str = "GaussianMixture") -> None:
+    """Check every parameter of ``values`` (all of the table's) and the rules
+    between them; raises the estimator's TypeError/ValueError."""
+    for param in PARAMS:
+        check_param(param, values[param.name], owner)
+    check_log1p_param(values["log1p"])
+    check_covariance_type(values["scale"], values["covariance_type"])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import socket
 import sys
@@ -28,15 +27,11 @@ from dask.core import flatten
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
+from daskgmm import _chunks as C
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_SPLIT_EVERY = 16
-# Bytes of partial results one combine task may hold; the fan-in is lowered below
-# split_every when the partials are bigger (K=64, d=128 full: 8.4 MB each, fan-in 7).
-COMBINE_INPUT_BYTES = 64 * 2**20
-# Pass parameters up to this many bytes of arrays are copied into every block task;
-# larger ones (K·d² floats: K=8, d=64 is 262 KB) are one key that tasks reference.
-INLINE_PARAMS_BYTES = 64 * 2**10
 
 
 def active_client() -> Any:
@@ -91,11 +86,6 @@ def worker_threads(client: Any) -> list[int]:
     return [int(w.get("nthreads") or 1) for w in workers]
 
 
-# Blocks read from a source are not cut below this size (a task per block costs
-# 0.2-3 ms, however little it reads).
-MIN_SOURCE_BLOCK_BYTES = 2**20
-
-
 def scheduler_threads(client: Any) -> int:
     """Threads a pass runs on: those of ``client``'s workers, or with no client the
     cores of this machine (dask's threaded scheduler)."""
@@ -105,14 +95,10 @@ def scheduler_threads(client: Any) -> int:
 
 
 def source_block_rows(n_rows: int, row_bytes: int, max_bytes: int) -> int:
-    """Rows per block read from a source (Zarr, .npy): at most ``max_bytes``, and
-    about 4 blocks per thread of the scheduler when the source is small enough (a
-    few big blocks would leave threads idle), but not below 1 MiB."""
-    row_bytes = max(int(row_bytes), 1)
-    most = max(1, max_bytes // row_bytes)
-    least = max(1, MIN_SOURCE_BLOCK_BYTES // row_bytes)
-    spread = math.ceil(n_rows / (4 * scheduler_threads(active_client())))
-    return min(most, max(least, spread))
+    """Rows per block read from a source on the scheduler that will read it
+    (:func:`daskgmm._chunks.source_block_rows`)."""
+    threads = scheduler_threads(active_client())
+    return C.source_block_rows(n_rows, row_bytes, max_bytes, threads)
 
 
 def block_keys(X: da.Array) -> list:
@@ -162,7 +148,7 @@ def tree_reduce(
     kernel : callable
         Pure function of a NumPy block, ``params`` and the block's index.
     params : object
-        Copied into every block task up to ``INLINE_PARAMS_BYTES`` of arrays, else
+        Copied into every block task up to ``_chunks.INLINE_PARAMS_BYTES`` of arrays, else
         passed by reference: one key in the graph, whatever its size.
     combine : callable
         ``combine(*partials)`` returning a partial of the same kind; called in block
@@ -171,7 +157,7 @@ def tree_reduce(
         Task-name prefix, e.g. ``"estep"`` gives ``gmm-estep-<token>``.
     split_every : int
         Fan-in of the tree (at least 2); lower when ``split_every`` partials of about
-        the parameters' size would exceed ``COMBINE_INPUT_BYTES``.
+        the parameters' size would exceed ``_chunks.COMBINE_INPUT_BYTES``.
     sources : list, optional
         :func:`block_sources` of ``X``, when the caller computed them already.
     weights : dask array of shape (n_samples,), optional
@@ -188,7 +174,7 @@ def tree_reduce(
     # A combine task holds split_every partials, each about the size of the
     # parameters (K·d² floats): the fan-in is lowered for big models.
     partial_bytes = max(array_bytes(params), 1)
-    split_every = max(min(int(split_every), COMBINE_INPUT_BYTES // partial_bytes), 2)
+    split_every = max(min(int(split_every), C.COMBINE_INPUT_BYTES // partial_bytes), 2)
     if sources is None:
         sources = block_sources(X)
     if weights is not None and weight_sources is None:
@@ -198,7 +184,7 @@ def tree_reduce(
     )
     token = tokenize(token, split_every)
     graph: dict = {}
-    if array_bytes(params) <= INLINE_PARAMS_BYTES:
+    if array_bytes(params) <= C.INLINE_PARAMS_BYTES:
         # Small parameters travel inside every block task: a separate key would be
         # one more task per pass and, on distributed, a transfer to every other
         # worker before its blocks can start (measured 2-8 ms per pass).

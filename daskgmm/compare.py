@@ -25,7 +25,9 @@ from daskgmm._init import (
     lloyd,
     sample_from_result,
 )
+from daskgmm._plan import plan_score
 from daskgmm._validation import check_random_state
+from daskgmm.fitted import as_fitted, check_rows, kernel_params
 
 logger = logging.getLogger(__name__)
 
@@ -187,10 +189,11 @@ def compare_passes(
 ) -> dict:
     """k-means with the model's number of components on the rows of ``passes``,
     compared with the fitted ``model`` (see :func:`compare_with_kmeans`)."""
+    fm = as_fitted(model)
     km = kmeans(
-        passes, int(model.n_components), random_state=random_state, max_iter=max_iter
+        passes, int(fm.n_components), random_state=random_state, max_iter=max_iter
     )
-    kp = model._kernel_params()
+    kp = kernel_params(fm)
     result = passes.run(
         agreement_block, (kp, km.centers, threshold), "agreement", combine_agreement
     )
@@ -240,16 +243,12 @@ def compare_with_kmeans(
         ``kmeans_converged``, ``kmeans_centers`` and the ``contingency`` table
         (mixture components in rows, k-means clusters in columns).
     """
-    from daskgmm.mixture import _numpy_to_dask
-
-    data = model._check_predict_input(X)
-    array = data.array if data.is_dask else _numpy_to_dask(data.array)
-    passes = DataPasses(
-        array,
-        getattr(model, "split_every", 16),
+    passes = plan_score(
+        check_rows(as_fitted(model), X),
         nan_policy=getattr(model, "nan_policy", "raise"),
+        split_every=getattr(model, "split_every", 16),
         kernel=getattr(model, "kernel", "auto"),
-    )
+    ).passes
     return compare_passes(
         model, passes, random_state=random_state, threshold=threshold, max_iter=max_iter
     )

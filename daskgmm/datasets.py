@@ -9,10 +9,9 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from daskgmm import _chunks as C
 from daskgmm._kernels import COVARIANCE_TYPES
 from daskgmm._validation import check_int, check_option
-
-GENERATION_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -88,18 +87,18 @@ def _draw_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Components and standard normal draws of rows ``[start, stop)``.
 
-    Rows come in generation blocks of ``GENERATION_ROWS``, block ``g`` drawn from a
+    Rows come in generation blocks of ``_chunks.GENERATION_ROWS``, block ``g`` drawn from a
     generator keyed by ``(seed, g)``: any row is the same whatever the dask chunks,
     the number of rows or the worker that computes it.
     """
     comps, zs = [], []
     n_features = truth.means.shape[1]
-    for g in range(start // GENERATION_ROWS, -(-stop // GENERATION_ROWS)):
+    for g in range(start // C.GENERATION_ROWS, -(-stop // C.GENERATION_ROWS)):
         rng = np.random.default_rng(np.random.SeedSequence([seed, g]))
-        comp = rng.choice(truth.weights.size, size=GENERATION_ROWS, p=truth.weights)
-        z = rng.standard_normal(size=(GENERATION_ROWS, n_features))
-        lo = max(start, g * GENERATION_ROWS) - g * GENERATION_ROWS
-        hi = min(stop, (g + 1) * GENERATION_ROWS) - g * GENERATION_ROWS
+        comp = rng.choice(truth.weights.size, size=C.GENERATION_ROWS, p=truth.weights)
+        z = rng.standard_normal(size=(C.GENERATION_ROWS, n_features))
+        lo = max(start, g * C.GENERATION_ROWS) - g * C.GENERATION_ROWS
+        hi = min(stop, (g + 1) * C.GENERATION_ROWS) - g * C.GENERATION_ROWS
         comps.append(comp[lo:hi])
         zs.append(z[lo:hi])
     if not comps:
@@ -129,7 +128,7 @@ def make_gmm(
     n_features: int = 2,
     n_components: int = 3,
     *,
-    chunks: int = 131_072,
+    chunks: int = C.SYNTHETIC_BLOCK_ROWS,
     covariance_type: str = "full",
     separation: float = 6.0,
     dtype: type = np.float64,

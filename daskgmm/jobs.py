@@ -20,7 +20,15 @@ import dask
 import dask.array as da
 import numpy as np
 
+from daskgmm import _chunks as C
 from daskgmm.config import ClusterConfig, DataConfig, JobConfig, OutputConfig
+from daskgmm.fitted import (
+    FittedMixture,
+    as_fitted,
+    information_criteria,
+    n_parameters,
+    score_totals,
+)
 
 logger = logging.getLogger("daskgmm")
 
@@ -205,7 +213,7 @@ def open_data(cfg: DataConfig) -> JobData:
             syn.n_samples,
             syn.n_features,
             syn.n_components,
-            chunks=cfg.rows_per_chunk or 131_072,
+            chunks=cfg.rows_per_chunk or C.SYNTHETIC_BLOCK_ROWS,
             covariance_type=syn.covariance_type,
             separation=syn.separation,
             random_state=syn.random_state,
@@ -362,33 +370,38 @@ def fit_metrics(
     With row weights the log-likelihood is weighted and the total weight is the
     sample size of BIC.
     """
-    totals = model._loglik(X, weights)
-    total, n = totals["loglik"], totals["w"]
-    n_params = model._n_parameters()
+    fm = as_fitted(model)
+    totals = score_totals(
+        fm,
+        X,
+        sample_weight=weights,
+        nan_policy=model.nan_policy,
+        split_every=model.split_every,
+        kernel=model.kernel,
+    )
     return {
         "n_samples": totals["n"],
         # Rows left out of the fit for NaN or inf (model.nan_policy: omit).
-        "n_omitted": int(getattr(model, "n_omitted_", 0)),
-        "total_weight": n,
-        "n_features": int(model.n_features_in_),
-        "n_components": int(model.n_components),
-        "covariance_type": model.covariance_type,
-        "lower_bound": model.lower_bound_,
-        "mean_log_likelihood": total / n,
-        "bic": -2.0 * total + n_params * math.log(n),
-        "aic": -2.0 * total + 2.0 * n_params,
-        "n_parameters": n_params,
-        "n_iter": int(model.n_iter_),
-        "converged": bool(model.converged_),
-        **fit_timings(model, seconds),
+        "n_omitted": int(fm.n_omitted),
+        "total_weight": totals["w"],
+        "n_features": int(fm.n_features),
+        "n_components": int(fm.n_components),
+        "covariance_type": fm.covariance_type,
+        "lower_bound": fm.lower_bound,
+        "mean_log_likelihood": totals["loglik"] / totals["w"],
+        **information_criteria(totals, n_parameters(fm)),
+        "n_parameters": n_parameters(fm),
+        "n_iter": int(fm.n_iter),
+        "converged": bool(fm.converged),
+        **fit_timings(fm, seconds),
     }
 
 
-def fit_timings(model: Any, seconds: float) -> dict:
+def fit_timings(fm: FittedMixture, seconds: float) -> dict:
     """The fit's ``seconds`` split into setup (reading or persisting the data,
     initialisation, compiling the kernel: ``compile_seconds`` of it) and EM passes,
     with the EM time per iteration (``seconds_per_iteration``)."""
-    timings = getattr(model, "fit_timings_", None) or {}
+    timings = fm.timings or {}
     em = timings.get("em_seconds", seconds)
     return {
         "fit_seconds": seconds,
@@ -396,7 +409,7 @@ def fit_timings(model: Any, seconds: float) -> dict:
         "compile_seconds": timings.get("compile_seconds", 0.0),
         "em_seconds": em,
         "seconds_per_iteration": timings.get(
-            "seconds_per_iteration", seconds / max(int(model.n_iter_), 1)
+            "seconds_per_iteration", seconds / max(int(fm.n_iter), 1)
         ),
     }
 

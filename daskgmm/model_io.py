@@ -39,9 +39,10 @@ import numpy as np
 from daskgmm import exceptions
 from daskgmm._em import Parameters
 from daskgmm._kernels import COVARIANCE_TYPES
+from daskgmm._params import PARAMS
 from daskgmm._preprocess import Scaling
 from daskgmm._validation import precision_shape
-from daskgmm.mixture import GaussianMixture
+from daskgmm.fitted import FittedMixture, from_attributes
 
 logger = logging.getLogger("daskgmm")
 
@@ -49,13 +50,15 @@ FORMAT = "daskgmm-model"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 ARRAYS_NPZ = "arrays.npz"
-FITTED_ARRAYS = (
-    "weights_",
-    "means_",
-    "covariances_",
-    "precisions_",
-    "precisions_cholesky_",
-)
+# The fitted arrays, by FittedMixture field, under the estimator's attribute names.
+_ARRAY_FIELDS = {
+    "weights": "weights_",
+    "means": "means_",
+    "covariances": "covariances_",
+    "precisions": "precisions_",
+    "precisions_cholesky": "precisions_cholesky_",
+}
+FITTED_ARRAYS = tuple(_ARRAY_FIELDS.values())
 INIT_ARRAYS = ("weights_init", "means_init", "precisions_init")
 # The parameters of a scaled model in its scaled space (float64).
 SCALED_ARRAYS = {
@@ -64,13 +67,13 @@ SCALED_ARRAYS = {
     "scaled_covariances": "covariances",
     "scaled_precisions_cholesky": "precisions_cholesky",
 }
+# Every parameter's default (from the parameter table): what a file that does not
+# store a parameter means.
+_DEFAULTS = {param.name: param.default for param in PARAMS}
 # Parameters left out of model.json at their default, so that files of models
 # without preprocessing stay as they were (and readable by older versions).
 _OMITTED_DEFAULTS = {
-    "scale": "none",
-    "log1p": None,
-    "nan_policy": "raise",
-    "kernel": "auto",
+    name: _DEFAULTS[name] for name in ("scale", "log1p", "nan_policy", "kernel")
 }
 FIT_DTYPES = ("float32", "float64")
 _NON_FINITE = ("inf", "-inf", "nan")
@@ -253,19 +256,19 @@ def _is_default(name: str, value: Any) -> bool:
     return value is None if default is None else type(value) is str and value == default
 
 
-def _fitted_section(model: GaussianMixture) -> dict[str, Any]:
+def _fitted_section(fm: FittedMixture) -> dict[str, Any]:
     section = {
-        "converged_": bool(model.converged_),
-        "n_iter_": int(model.n_iter_),
-        "lower_bound_": _encode_float(model.lower_bound_),
-        "lower_bounds_": [_encode_float(v) for v in model.lower_bounds_],
-        "n_features_in_": int(model.n_features_in_),
+        "converged_": bool(fm.converged),
+        "n_iter_": int(fm.n_iter),
+        "lower_bound_": _encode_float(fm.lower_bound),
+        "lower_bounds_": [_encode_float(v) for v in fm.lower_bounds],
+        "n_features_in_": int(fm.n_features),
     }
-    if model._scaling() is not None:
-        section["scaled_lower_bound_"] = _encode_float(model._scaled_lower_bound_)
-    if getattr(model, "n_omitted_", 0):
-        section["n_omitted_"] = int(model.n_omitted_)
-    timings = getattr(model, "fit_timings_", None)
+    if fm.is_scaled:
+        section["scaled_lower_bound_"] = _encode_float(fm.scaled_lower_bound)
+    if fm.n_omitted:
+        section["n_omitted_"] = int(fm.n_omitted)
+    timings = fm.timings
     if timings is not None:
         section["fit_timings_"] = {
             k: v if v is None or isinstance(v, int) else _encode_float(v)
@@ -274,23 +277,23 @@ def _fitted_section(model: GaussianMixture) -> dict[str, Any]:
     return section
 
 
-def _scaled_arrays(model: GaussianMixture) -> dict[str, np.ndarray]:
+def _scaled_arrays(fm: FittedMixture) -> dict[str, np.ndarray]:
     """The scaled-space parameters of a scaled model (none otherwise)."""
-    if model._scaling() is None:
+    if not fm.is_scaled:
         return {}
-    params = model._scaled_params_
+    params = fm.scaled
     return {
         name: np.asarray(getattr(params, field), dtype=np.float64)
         for name, field in SCALED_ARRAYS.items()
     }
 
 
-def _data_section(model: GaussianMixture) -> dict[str, Any]:
-    names = getattr(model, "feature_names_in_", None)
+def _data_section(fm: FittedMixture) -> dict[str, Any]:
+    names = fm.feature_names
     return {
         "feature_names": None if names is None else [str(n) for n in names],
-        "dtype": np.dtype(model.means_.dtype).name,
-        "n_features": int(model.n_features_in_),
+        "dtype": np.dtype(fm.dtype).name,
+        "n_features": int(fm.n_features),
     }
 
 
@@ -307,47 +310,36 @@ def _check_extra(extra: dict | None) -> dict:
 
 
 def _model_document(
-    model: GaussianMixture, extra: dict | None = None
+    params: Mapping[str, Any],
+    fm: FittedMixture,
+    extra: dict | None = None,
+    class_name: str = "GaussianMixture",
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The ``model.json`` document and the ``arrays.npz`` arrays of a fitted model.
 
-    Parameters
-    ----------
-    model : GaussianMixture
-        A fitted model.
-    extra : dict, optional
-        Small JSON-serialisable metadata stored under ``"extra"``.
-
-    Returns
-    -------
-    document : dict
-    arrays : dict of str to ndarray
-
     Raises
     ------
-    NotFittedError
-        The model is not fitted.
     ValueError
         The fitted arrays do not match the parameters (for instance after
         ``set_params(n_components=...)``), so the file would not load.
     """
-    if not isinstance(model, GaussianMixture):
-        raise TypeError(
-            f"save_model saves a daskgmm GaussianMixture, got {type(model).__name__}"
-        )
-    if not hasattr(model, "converged_"):
-        raise exceptions.NotFittedError(
-            f"This {type(model).__name__} instance is not fitted yet: call 'fit' "
-            "before saving it."
-        )
     import daskgmm
 
-    params, arrays = _params_section(model.get_params())
-    fitted = {name: np.asarray(getattr(model, name)) for name in FITTED_ARRAYS}
-    scaled = _scaled_arrays(model)
-    data = _data_section(model)
-    problem = _model_problem(model, fitted, data) or _scaled_problem(
-        model._scaling(), scaled, model.n_components, data, model.covariance_type
+    section, arrays = _params_section(params)
+    fitted = {
+        attribute: np.asarray(getattr(fm, name))
+        for name, attribute in _ARRAY_FIELDS.items()
+    }
+    scaled = _scaled_arrays(fm)
+    data = _data_section(fm)
+    k, ctype = params["n_components"], params["covariance_type"]
+    problem = (
+        _params_problem(k, ctype)
+        or _data_problem(data, fm.n_features)
+        or _arrays_problem(fitted, int(k), data["n_features"], ctype, data["dtype"])
+        or _scaled_problem(
+            fm.scaling if fm.is_scaled else None, scaled, int(k), data, ctype
+        )
     )
     if problem is not None:
         raise ValueError(f"cannot save the model: {problem}")
@@ -356,13 +348,13 @@ def _model_document(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "library_version": daskgmm.__version__,
-        "class": type(model).__name__,
-        "params": params,
-        "fitted": _fitted_section(model),
+        "class": class_name,
+        "params": section,
+        "fitted": _fitted_section(fm),
         "data": data,
     }
     if scaled:
-        document["scaling"] = model.scaling_.to_dict()
+        document["scaling"] = fm.scaling.to_dict()
     document["arrays"] = list(arrays)
     document["extra"] = _check_extra(extra)
     return document, arrays
@@ -394,7 +386,7 @@ def _is_model_dir(path: str) -> bool:
 
 
 def save_model(
-    model: GaussianMixture,
+    model: Any,
     path: str | os.PathLike,
     *,
     overwrite: bool = False,
@@ -426,9 +418,37 @@ def save_model(
         ``path`` exists and ``overwrite`` is False, or ``path`` exists and is not a
         model directory (never replaced).
     """
+    if type(model).__name__ != "GaussianMixture" or not hasattr(model, "get_params"):
+        raise TypeError(
+            f"save_model saves a daskgmm GaussianMixture, got {type(model).__name__}"
+        )
+    if not hasattr(model, "converged_"):
+        raise exceptions.NotFittedError(
+            f"This {type(model).__name__} instance is not fitted yet: call 'fit' "
+            "before saving it."
+        )
+    return write_model(
+        path,
+        model.get_params(),
+        from_attributes(model),
+        overwrite=overwrite,
+        extra=extra,
+    )
+
+
+def write_model(
+    path: str | os.PathLike,
+    params: Mapping[str, Any],
+    fitted: FittedMixture,
+    *,
+    overwrite: bool = False,
+    extra: dict | None = None,
+) -> str:
+    """Write a model directory from estimator parameters and a fitted mixture
+    (what :func:`save_model` does for a fitted estimator); the absolute path."""
     from daskgmm.io import atomic_path
 
-    document, arrays = _model_document(model, extra)
+    document, arrays = _model_document(params, fitted, extra)
     json_bytes = json.dumps(
         document, indent=2, allow_nan=False, ensure_ascii=False
     ).encode("utf-8")
@@ -586,7 +606,7 @@ def _decode_params(
     section: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
 ) -> dict[str, Any]:
     """Estimator parameters from their JSON form; raises ValueError naming one."""
-    valid = GaussianMixture._param_names()
+    valid = [param.name for param in PARAMS]
     unknown = sorted(set(section) - set(valid))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown}")
@@ -773,21 +793,6 @@ def _params_problem(n_components: Any, covariance_type: Any) -> str | None:
     return None
 
 
-def _model_problem(
-    model: GaussianMixture,
-    fitted: Mapping[str, np.ndarray],
-    data: Mapping[str, Any],
-) -> str | None:
-    """What makes a fitted model inconsistent with itself (so unloadable), or None."""
-    k, ctype = model.n_components, model.covariance_type
-    problem = _params_problem(k, ctype) or _data_problem(
-        data, int(model.n_features_in_)
-    )
-    if problem is not None:
-        return problem
-    return _arrays_problem(fitted, int(k), data["n_features"], ctype, data["dtype"])
-
-
 def _check_manifest(listed: list, stored: Mapping[str, np.ndarray]) -> str | None:
     """What differs between the arrays model.json lists and the npz holds, or None."""
     if not all(isinstance(name, str) for name in listed):
@@ -801,19 +806,9 @@ def _check_manifest(listed: list, stored: Mapping[str, np.ndarray]) -> str | Non
     return None
 
 
-def load_model(path: str | os.PathLike) -> GaussianMixture:
-    """Load a GaussianMixture saved by :func:`save_model`.
-
-    Parameters
-    ----------
-    path : str or path
-        A model directory.
-
-    Returns
-    -------
-    GaussianMixture
-        The fitted model: parameters, fitted attributes (dtypes and Python types
-        included) and predictions equal to those of the saved model.
+def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], FittedMixture]:
+    """The estimator parameters and the fitted mixture of a model directory written
+    by :func:`save_model` (``daskgmm.load`` makes the estimator of them).
 
     Raises
     ------
@@ -835,51 +830,50 @@ def load_model(path: str | os.PathLike) -> GaussianMixture:
     if problem is not None:
         raise ValueError(f"{npz_path} {problem}; {_CORRUPT}")
     try:
-        model = GaussianMixture(**_decode_params(params_json, arrays))
+        params = {**_DEFAULTS, **_decode_params(params_json, arrays)}
         fitted = _decode_fitted(fitted_json)
-        problem = _params_problem(
-            model.n_components, model.covariance_type
-        ) or _data_problem(data, fitted["n_features_in_"])
+        k, ctype = params["n_components"], params["covariance_type"]
+        problem = _params_problem(k, ctype) or _data_problem(
+            data, fitted["n_features_in_"]
+        )
         if problem is not None:
             raise ValueError(problem)
         scaling = _decode_scaling(document, fitted)
     except ValueError as exc:
         raise ValueError(f"{json_path}: {exc}; {_CORRUPT}") from None
     problem = _arrays_problem(
-        arrays,
-        int(model.n_components),
-        data["n_features"],
-        model.covariance_type,
-        data["dtype"],
-    ) or _scaled_problem(
-        scaling, arrays, int(model.n_components), data, model.covariance_type
-    )
+        arrays, int(k), data["n_features"], ctype, data["dtype"]
+    ) or _scaled_problem(scaling, arrays, int(k), data, ctype)
     if problem is not None:
         raise ValueError(f"{npz_path}: {problem}; {_CORRUPT}")
-    return _set_fitted(model, arrays, fitted, data["feature_names"], scaling)
+    return params, _fitted_mixture(ctype, arrays, fitted, data, scaling)
 
 
-def _set_fitted(
-    model: GaussianMixture,
+def _fitted_mixture(
+    covariance_type: str,
     arrays: Mapping[str, np.ndarray],
     fitted: Mapping[str, Any],
-    feature_names: list[str] | None,
-    scaling: Scaling | None = None,
-) -> GaussianMixture:
-    """Set the fitted attributes of a new model; returns it."""
-    for name in FITTED_ARRAYS:
-        setattr(model, name, arrays[name])
-    for name, value in fitted.items():
-        if name != "scaled_lower_bound_":
-            setattr(model, name, value)
-    if scaling is None:
-        model.scaling_ = Scaling.identity(fitted["n_features_in_"])
-    else:
-        model.scaling_ = scaling
-        model._scaled_params_ = Parameters(
+    data: Mapping[str, Any],
+    scaling: Scaling | None,
+) -> FittedMixture:
+    names = data["feature_names"]
+    scaled = None
+    if scaling is not None:
+        scaled = Parameters(
             **{field: arrays[name] for name, field in SCALED_ARRAYS.items()}
         )
-        model._scaled_lower_bound_ = fitted["scaled_lower_bound_"]
-    if feature_names is not None:
-        model.feature_names_in_ = np.asarray(feature_names, dtype=object)
-    return model
+    return FittedMixture(
+        covariance_type=covariance_type,
+        **{name: arrays[attribute] for name, attribute in _ARRAY_FIELDS.items()},
+        scaling=scaling or Scaling.identity(fitted["n_features_in_"]),
+        converged=fitted["converged_"],
+        n_iter=fitted["n_iter_"],
+        lower_bound=fitted["lower_bound_"],
+        lower_bounds=fitted["lower_bounds_"],
+        n_features=fitted["n_features_in_"],
+        feature_names=None if names is None else np.asarray(names, dtype=object),
+        scaled=scaled,
+        scaled_lower_bound=fitted.get("scaled_lower_bound_"),
+        n_omitted=fitted["n_omitted_"],
+        timings=fitted.get("fit_timings_"),
+    )

@@ -40,6 +40,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from daskgmm import _chunks as C
 from daskgmm.io import atomic_path, label_dtype
 from daskgmm.io._sinks import abort_marker
 
@@ -65,13 +66,6 @@ FEATURES = ("rgb", "lab", "rgb+xy", "lab+xy")
 SCALES = ("dtype", "range")
 # Long side of preview.png and uncertainty.png at most, in pixels.
 PREVIEW_SIZE = 2000
-# Raw bytes per strip read for segmentation: a uint8 RGB strip of 8 MiB becomes
-# 32 MiB of float32 features (53 MiB with xy), plus the kernels' small temporaries.
-STRIP_BYTES = 8 * 2**20
-# Rows per predict_proba call inside a task: NumPy in, NumPy out, in this thread.
-PREDICT_ROWS = 65_536
-# Pixels per rgb2lab call (its float temporaries stay near 10 MiB).
-LAB_ROWS = 262_144
 FILES = {
     "labels": "labels.zarr",
     "probabilities": "probabilities.zarr",
@@ -377,9 +371,9 @@ def strip_features(
     )
     if features.lab:
         rgb2lab = _rgb2lab()
-        for s in range(0, n, LAB_ROWS):
-            lab = rgb2lab(np.clip(scaled[s : s + LAB_ROWS], 0.0, 1.0))
-            X[s : s + LAB_ROWS, :3] = lab / 100.0
+        for s in range(0, n, C.LAB_ROWS):
+            lab = rgb2lab(np.clip(scaled[s : s + C.LAB_ROWS], 0.0, 1.0))
+            X[s : s + C.LAB_ROWS, :3] = lab / 100.0
     else:
         X[:, :c] = scaled
     if features.xy:
@@ -716,13 +710,13 @@ def _predict_strip(
     labels = np.empty(n, dtype=dtype)
     top = np.empty(n, dtype=np.float32)
     proba = np.empty((n, k), dtype=np.float32) if proba_path else None
-    for s in range(0, n, PREDICT_ROWS):
-        resp = model.predict_proba(X[s : s + PREDICT_ROWS].astype(np.float64))
+    for s in range(0, n, C.SEGMENT_PREDICT_ROWS):
+        resp = model.predict_proba(X[s : s + C.SEGMENT_PREDICT_ROWS].astype(np.float64))
         best = resp.argmax(axis=1)
-        labels[s : s + PREDICT_ROWS] = best
-        top[s : s + PREDICT_ROWS] = resp[np.arange(len(best)), best]
+        labels[s : s + C.SEGMENT_PREDICT_ROWS] = best
+        top[s : s + C.SEGMENT_PREDICT_ROWS] = resp[np.arange(len(best)), best]
         if proba is not None:
-            proba[s : s + PREDICT_ROWS] = resp
+            proba[s : s + C.SEGMENT_PREDICT_ROWS] = resp
     labels[~valid] = nodata_label
     _write_region(labels_path, row0, labels.reshape(h, w))
     if proba is not None:

@@ -11,7 +11,6 @@ components than rows) is reported in the table instead of ending the sweep.
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,17 +23,12 @@ if TYPE_CHECKING:
 
 from daskgmm import _kernels as K
 from daskgmm import exceptions
-from daskgmm._em import DataPasses, Parameters, Run, RunResult, run_em_batched
-from daskgmm._init import InitPlan, run_plans, sample_from_result, sample_rate
-from daskgmm._validation import check_input, check_random_state
-from daskgmm.mixture import (
-    GaussianMixture,
-    _aligned_weights,
-    _fit_array,
-    _one_blas_thread_per_task,
-    _raise_if_non_finite,
-    _verbose_logging,
-)
+from daskgmm._params import check_params
+from daskgmm._plan import FitPlan, one_blas_thread_per_task, plan_fit, verbose_logging
+from daskgmm._runner import Candidate, Outcome, Sweep, run_candidates
+from daskgmm._validation import check_random_state
+from daskgmm.fitted import fit_kernel_params, from_run, information_criteria
+from daskgmm.mixture import GaussianMixture, set_fitted
 
 logger = logging.getLogger("daskgmm")
 
@@ -85,23 +79,6 @@ class ModelSelection:
     criterion: str
     models_: dict[tuple[int, str], GaussianMixture] = field(default_factory=dict)
     n_passes: int = 0
-
-
-@dataclass
-class _Candidate:
-    """One (n_components, covariance_type) of the sweep and its restarts."""
-
-    model: GaussianMixture
-    rng: np.random.RandomState
-    runs: list[Run] = field(default_factory=list)
-    error: str | None = None
-    best: RunResult | None = None
-    loglik: dict | None = None
-    sample: Any = None
-
-    @property
-    def key(self) -> tuple[int, str]:
-        return self.model.n_components, self.model.covariance_type
 
 
 def _check_grid(
@@ -163,6 +140,8 @@ def select_model(
     n_init: int = 1,
     random_state: Any = None,
     sample_weight: Any = None,
+    checkpoint: Any = None,
+    resume: bool = False,
     **params: Any,
 ) -> ModelSelection:
     """Fit every candidate mixture in one sweep and pick the best by BIC or AIC.
@@ -186,11 +165,15 @@ def select_model(
     sample_weight : array-like of shape (n_samples,), optional
         Row weights, as ``GaussianMixture.fit``; the criteria use the total weight
         as the sample size.
+    checkpoint : daskgmm.checkpoint.Checkpoint, optional
+        Written with the state of every run of every candidate after each pass.
+    resume : bool, default=False
+        Continue the runs saved in ``checkpoint`` (the same data and grid).
     **params
         Any other ``GaussianMixture`` parameter (``tol``, ``reg_covar``,
         ``max_iter``, ``init_params``, ``split_every``, ``persist``, ``scale``,
         ``log1p`` ...). With ``scale`` or ``log1p`` every candidate is fitted on
-        the same scaled rows (one more pass) and reported in the original units.
+        the same scaled rows and reported in the original units.
 
     Returns
     -------
@@ -213,208 +196,138 @@ def select_model(
             )
     grid = [(k, ctype) for ctype in types for k in ks]
     seeds = _candidate_seeds(random_state, len(grid))
-    candidates = []
-    for (k, ctype), seed in zip(grid, seeds, strict=True):
-        model = GaussianMixture(
+    models = [
+        GaussianMixture(
             n_components=k,
             covariance_type=ctype,
             n_init=n_init,
             random_state=seed,
             **params,
         )
-        model._check_params()
-        candidates.append(_Candidate(model, check_random_state(seed)))
-    first = candidates[0].model
-    data = check_input(X, min_samples=2)
-    if not data.is_dask and first.nan_policy == "raise":
-        _raise_if_non_finite(data.array)
-    with _verbose_logging(first.verbose), _one_blas_thread_per_task():
-        array = _fit_array(data, first.persist)
-        weights = None
-        if sample_weight is not None:
-            weights = _aligned_weights(sample_weight, array, data)
-        passes = DataPasses(
-            array,
-            first.split_every,
-            weights=weights,
-            nan_policy=first.nan_policy,
-            kernel=first.kernel,
-        )
-        space = first._fit_space(passes, data)
-        _sweep(space.passes, candidates, data.n_samples)
-        _score(space, candidates, data)
-    return _selection(candidates, criterion, space.passes.n_passes)
-
-
-def _sweep(passes: DataPasses, candidates: list[_Candidate], n_samples: Any) -> None:
-    """Initialise and run every candidate's restarts, all batched."""
-    n_rows = _draw_samples(passes, candidates, n_samples)
-    plans: list[tuple[_Candidate, InitPlan]] = []
-    for cand in candidates:
-        if cand.error is not None:
-            continue
-        if cand.model.n_components > n_rows:
-            cand.error = (
-                f"n_components = {cand.model.n_components} is larger than the "
-                f"{n_rows} rows"
-            )
-            continue
-        try:
-            for _ in range(cand.model.n_init):
-                plans.append((cand, cand.model._plan(cand.sample, cand.rng)))
-        except ValueError as exc:
-            cand.error = str(exc)
-    plans = [(c, p) for c, p in plans if c.error is None]
-    starts = run_plans(passes, [p for _, p in plans])
-    for (cand, _), start in zip(plans, starts, strict=True):
-        if cand.error is not None:
-            continue
-        try:
-            params = cand.model._with_inits(start, _NO_INITS)
-        except ValueError as exc:
-            cand.error = f"initialisation failed: {exc}"
-            continue
-        cand.runs.append(_new_run(cand, params, len(cand.runs)))
-    runs = [run for cand in candidates if cand.error is None for run in cand.runs]
-    logger.info(
-        "model selection: %d candidates, %d runs",
-        sum(c.error is None for c in candidates),
-        len(runs),
-    )
-    if runs:
-        verbose_interval = candidates[0].model.verbose_interval
-        run_em_batched(
-            passes, runs, verbose_interval=verbose_interval, raise_errors=False
-        )
-    for cand in candidates:
-        _pick_best(cand)
-
-
-_NO_INITS: dict = {"weights": None, "means": None, "precisions": None}
-
-
-def _new_run(cand: _Candidate, params: Parameters, index: int) -> Run:
-    m = cand.model
-    label = f"[K={m.n_components} {m.covariance_type}"
-    label += f" init {index}] " if m.n_init > 1 else "] "
-    return Run(
-        params,
-        m.covariance_type,
-        m.tol,
-        m.reg_covar,
-        m.max_iter,
-        label=label,
-        reseed_rows=cand.sample.rows,
-    )
-
-
-def _draw_samples(
-    passes: DataPasses, candidates: list[_Candidate], n_samples: Any
-) -> int:
-    """One pass drawing the initialisation sample of every candidate.
-
-    Candidates with the same seed and size share a sample (with an integer
-    ``random_state``, usually all of them). Returns the number of rows.
-    """
-    specs: dict[tuple[int, int], list[_Candidate]] = {}
-    for cand in candidates:
-        m = cand.model
-        size = max(m.init_sample_size, m.n_components)
-        seed = int(cand.rng.randint(np.iinfo(np.int32).max))
-        specs.setdefault((seed, size), []).append(cand)
-    calls = [
-        (K.sample_block, (seed, size, sample_rate(size, n_samples)), K.combine_samples)
-        for seed, size in specs
+        for (k, ctype), seed in zip(grid, seeds, strict=True)
     ]
-    results = passes.run_many(calls, "sample")
-    for result, group in zip(results, specs.values(), strict=True):
-        sample = sample_from_result(result, passes.weights is not None)
-        for cand in group:
-            cand.sample = sample
-    return int(results[0]["n"])
+    for model in models:
+        check_params(model.get_params())
+    first = models[0]
+    plan = plan_fit(
+        X,
+        sample_weight=sample_weight,
+        nan_policy=first.nan_policy,
+        persist=first.persist,
+        split_every=first.split_every,
+        kernel=first.kernel,
+        scale=first.scale,
+        log1p=first.log1p,
+    )
+    candidates = [_candidate(m) for m in models]
+    logger.info("model selection: %d candidates", len(candidates))
+    with verbose_logging(first.verbose), one_blas_thread_per_task():
+        sweep = run_candidates(
+            plan,
+            candidates,
+            verbose_interval=first.verbose_interval,
+            checkpoint=checkpoint,
+            resume=resume,
+            raise_errors=False,
+        )
+        fitted = _score(sweep, models, plan)
+    return _selection(sweep, models, fitted, criterion, sweep.space.passes.n_passes)
 
 
-def _pick_best(cand: _Candidate) -> None:
-    """The best restart of a candidate (first best, as sequential restarts)."""
-    if cand.error is not None:
-        return
-    ok = [run for run in cand.runs if run.error is None]
-    if not ok:
-        cand.error = cand.runs[0].error if cand.runs else "no run"
-        return
-    best = None
-    for run in ok:
-        result = run.result()
-        if best is None or result.lower_bound > best.lower_bound:
-            best = result
-    cand.best = best
+def _candidate(model: GaussianMixture) -> Candidate:
+    return Candidate(
+        model.n_components,
+        model.covariance_type,
+        tol=model.tol,
+        reg_covar=model.reg_covar,
+        max_iter=model.max_iter,
+        n_init=model.n_init,
+        init_params=model.init_params,
+        init_sample_size=model.init_sample_size,
+        random_state=model.random_state,
+        label=f"K={model.n_components} {model.covariance_type} ",
+    )
 
 
-def _score(space: Any, candidates: list[_Candidate], data: Any) -> None:
-    """Fitted attributes of every successful candidate and, in one more pass, the
-    log-likelihood of its final parameters (for BIC and AIC), of the original rows
-    when the sweep ran on scaled ones (``space``, see ``GaussianMixture._fit_space``)."""
-    fitted = [c for c in candidates if c.best is not None]
-    for cand in fitted:
-        cand.model._set_fitted(cand.best, data, space.scaling, space.shift)
-    if not fitted:
-        return
+def _score(sweep: Sweep, models: list[GaussianMixture], plan: FitPlan) -> list:
+    """The fitted candidates (None where one failed) and, in one more pass, the
+    log-likelihood of their final parameters (for BIC and AIC), of the original
+    rows when the sweep ran on scaled ones."""
+    space = sweep.space
+    fitted = [
+        None
+        if out.best is None
+        else from_run(out.best, space, out.candidate.covariance_type, plan.data)
+        for out in sweep.outcomes
+    ]
+    done = [(model, fm) for model, fm in zip(models, fitted, strict=True) if fm]
+    for model, fm in done:
+        set_fitted(model, fm)
+    if not done:
+        return fitted
     calls = [
-        (K.loglik_block, cand.model._fit_kernel_params(), K.combine_loglik)
-        for cand in fitted
+        (K.loglik_block, fit_kernel_params(fm), K.combine_loglik) for _, fm in done
     ]
     results = space.passes.run_many(calls, "score")
-    for cand, result in zip(fitted, results, strict=True):
+    it = iter(results)
+    scored = []
+    for fm in fitted:
+        if fm is None:
+            scored.append(None)
+            continue
+        result = next(it)
         if space.shift:
             result["loglik"] += result["w"] * space.shift
-        cand.loglik = result
+        scored.append(result)
+    return scored
 
 
-def _row(cand: _Candidate, n_features: int | None) -> dict:
-    m = cand.model
+def _row(out: Outcome, scored: dict | None, n_features: int | None) -> dict:
+    cand = out.candidate
+    k, ctype = cand.n_components, cand.covariance_type
     row: dict[str, Any] = {
-        "n_components": m.n_components,
-        "covariance_type": m.covariance_type,
-        "n_parameters": (
-            K.n_parameters(m.n_components, n_features, m.covariance_type)
-            if n_features
-            else np.nan
-        ),
+        "n_components": k,
+        "covariance_type": ctype,
+        "n_parameters": K.n_parameters(k, n_features, ctype) if n_features else np.nan,
         "lower_bound": np.nan,
         "log_likelihood": np.nan,
         "bic": np.nan,
         "aic": np.nan,
         "converged": False,
         "n_iter": 0,
-        "status": "failed" if cand.loglik is None else "ok",
-        "error": "" if cand.loglik is not None else (cand.error or "failed"),
+        "status": "failed" if scored is None else "ok",
+        "error": "" if scored is not None else (out.error or "failed"),
         "best": False,
     }
-    if cand.loglik is None:
+    if scored is None:
         return row
-    total, w = cand.loglik["loglik"], cand.loglik["w"]
-    p = row["n_parameters"]
     row.update(
-        lower_bound=cand.best.lower_bound,
-        log_likelihood=total / w,
-        bic=-2.0 * total + p * math.log(w),
-        aic=-2.0 * total + 2.0 * p,
-        converged=bool(cand.best.converged),
-        n_iter=int(cand.best.n_iter),
+        lower_bound=out.best.lower_bound,
+        log_likelihood=scored["loglik"] / scored["w"],
+        **information_criteria(scored, row["n_parameters"]),
+        converged=bool(out.best.converged),
+        n_iter=int(out.best.n_iter),
     )
     return row
 
 
 def _selection(
-    candidates: list[_Candidate], criterion: str, n_passes: int
+    sweep: Sweep,
+    models: list[GaussianMixture],
+    scored: list[dict | None],
+    criterion: str,
+    n_passes: int,
 ) -> ModelSelection:
-    n_features = next(
-        (c.model.n_features_in_ for c in candidates if c.loglik is not None), None
-    )
+    ok_models = [m for m, sc in zip(models, scored, strict=True) if sc is not None]
+    n_features = ok_models[0].n_features_in_ if ok_models else None
     import pandas as pd  # here only: workers unpickling daskgmm skip its 90 MB
 
     table = pd.DataFrame(
-        [_row(c, n_features) for c in candidates], columns=list(TABLE_COLUMNS)
+        [
+            _row(out, sc, n_features)
+            for out, sc in zip(sweep.outcomes, scored, strict=True)
+        ],
+        columns=list(TABLE_COLUMNS),
     )
     ok = table["status"] == "ok"
     if not ok.any():
@@ -443,8 +356,12 @@ def _selection(
             row.covariance_type,
             row.error,
         )
-    models = {c.key: c.model for c in candidates if c.loglik is not None}
-    best = candidates[best_index].model
+    fitted = {
+        (m.n_components, m.covariance_type): m
+        for m, sc in zip(models, scored, strict=True)
+        if sc is not None
+    }
+    best = models[best_index]
     logger.info(
         "best by %s: K=%d %s (%s %.6g) after %d passes",
         criterion,
@@ -454,4 +371,4 @@ def _selection(
         table.loc[best_index, criterion],
         n_passes,
     )
-    return ModelSelection(table, best, criterion, models, n_passes)
+    return ModelSelection(table, best, criterion, fitted, n_passes)

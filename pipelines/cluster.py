@@ -10,7 +10,7 @@ import numpy as np
 
 from daskgmm import GaussianMixture
 from daskgmm._em import RunResult
-from daskgmm.checkpoint import Checkpoint, State, fingerprint
+from daskgmm.checkpoint import Checkpoint, fingerprint
 from daskgmm.config import JobConfig
 from daskgmm.io import atomic_path
 from daskgmm.jobs import (
@@ -133,43 +133,12 @@ def _fit(
     (moments, initialisation sample) and continues every run exactly where it was,
     so it ends with the same model as an uninterrupted fit.
     """
-    model = GaussianMixture(**model_params(config))
-    if checkpoint is None:
-        return model.fit(X, sample_weight=weights, iteration_callback=progress)
-    done = checkpoint.read() if resume else None
-    if resume and done is None:
-        raise JobError(
-            f"no checkpoint at {checkpoint.path}; run the job without --resume"
-        )
-    if not resume:
+    if checkpoint is not None and not resume:
         checkpoint.remove()
-    if done is not None and len(done) != model.n_init:
-        raise JobError(
-            f"checkpoint {checkpoint.path} holds {len(done)} runs for model.n_init "
-            f"{model.n_init}; remove it and run without --resume"
-        )
-    states = {} if done is None else dict(enumerate(done))
-
-    def record(init: int, state: RunResult) -> None:
-        states[init] = State(
-            state.params, state.n_iter, list(state.lower_bounds), state.converged
-        )
-        # Written once every run has a state: after the first pass, always.
-        if len(states) == model.n_init:
-            checkpoint.write([states[i] for i in range(model.n_init)])
-
-    resumed = None
-    if done is not None:
-        logger.info(
-            "resuming after iteration %d from %s",
-            max(s.n_iter for s in done),
-            checkpoint.path,
-        )
-        resumed = [
-            RunResult(
-                s.params, s.converged, s.n_iter, s.lower_bounds[-1], s.lower_bounds
-            )
-            for s in done
-        ]
-    model._fit(X, progress, weights, resume=resumed, on_state=record)
-    return model
+    return GaussianMixture(**model_params(config)).fit(
+        X,
+        sample_weight=weights,
+        iteration_callback=progress,
+        checkpoint=checkpoint,
+        resume=resume,
+    )

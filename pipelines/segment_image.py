@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from daskgmm import GaussianMixture
+from daskgmm._chunks import SEGMENT_STRIP_BYTES
 from daskgmm._em import RunResult
 from daskgmm.config import DataConfig, JobConfig, SegmentConfig
 from daskgmm.io import atomic_path, read_image
@@ -28,7 +29,6 @@ from daskgmm.jobs import (
     write_json,
 )
 from daskgmm.segment import (
-    STRIP_BYTES,
     PixelFeatures,
     channel_scale,
     fit_pixels,
@@ -52,7 +52,7 @@ def open_image(cfg: DataConfig) -> tuple[object, str, tuple[int, int] | None]:
         if not os.path.exists(path):
             raise JobError(f"data.path: not found: {path}")
         description = path
-    image = read_image(path, array=cfg.array, strip_bytes=STRIP_BYTES)
+    image = read_image(path, array=cfg.array, strip_bytes=SEGMENT_STRIP_BYTES)
     return image, description, storage_tile(path, cfg.array)
 
 
@@ -97,7 +97,9 @@ def run(
     if seg.mask is not None:
         if not os.path.exists(seg.mask):
             raise JobError(f"segment.mask: not found: {seg.mask}")
-        mask = prepare_mask(read_image(seg.mask, strip_bytes=STRIP_BYTES), image)
+        mask = prepare_mask(
+            read_image(seg.mask, strip_bytes=SEGMENT_STRIP_BYTES), image
+        )
     logger.info(
         "image: %s, %d x %d pixels, %d channel(s) of %s; features %s",
         description,

@@ -33,6 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 
 import daskgmm
 import daskgmm._em
+import daskgmm._runner
 import daskgmm.mixture
 from daskgmm import ConvergenceWarning, GaussianMixture, NotFittedError
 from daskgmm import _kernels as K
@@ -512,14 +513,14 @@ def test_n_init_keeps_the_run_with_the_best_lower_bound(monkeypatch):
     rng = np.random.RandomState(1)
     X = np.vstack([rng.randn(200, 2) + c for c in [[0, 0], [6, 0], [0, 6], [6, 6]]])
     runs = []
-    original = daskgmm.mixture.run_em_batched
+    original = daskgmm._runner.run_em_batched
 
     def recording(passes, batch, **kwargs):
         starts = [run.params for run in batch]
         original(passes, batch, **kwargs)
         runs.extend(zip(starts, [run.result() for run in batch], strict=True))
 
-    monkeypatch.setattr(daskgmm.mixture, "run_em_batched", recording)
+    monkeypatch.setattr(daskgmm._runner, "run_em_batched", recording)
     kwargs = dict(init_params="random_from_data", random_state=0, tol=1e-6)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -1483,11 +1484,12 @@ def test_reduction_tree_depth_is_ceil_log_split_every(
 
 def test_the_fan_in_is_lowered_for_big_partials(monkeypatch):
     import daskgmm._reduce as R
+    from daskgmm import _chunks
 
     Xd = da.from_array(np.random.RandomState(0).randn(160, 64), chunks=(10, 64))
     kp = _big_kernel_params()  # 8 x 64 x 64 floats: 262 KB
     # Room for 4 partials of that size in one combine task: fan-in 4, not 16.
-    monkeypatch.setattr(R, "COMBINE_INPUT_BYTES", 4 * R.array_bytes(kp) + 100)
+    monkeypatch.setattr(_chunks, "COMBINE_INPUT_BYTES", 4 * R.array_bytes(kp) + 100)
     delayed = tree_reduce(
         Xd, K.estep_block, kp, K.combine_stats, name="estep", split_every=16
     )

@@ -318,8 +318,8 @@ def test_data_computed_into_memory_is_rechunked_for_the_threads(chunks):
     """Threaded scheduler: data a fit computes into memory keeps its blocks when it
     has one to 8 per core, and is otherwise cut into about 4 per core (at least
     4096 rows each); the values do not change."""
+    from daskgmm._plan import fit_array
     from daskgmm._validation import check_input
-    from daskgmm.mixture import _fit_array
 
     n = 60_000
     X = np.arange(n * 2, dtype=np.float64).reshape(n, 2)
@@ -329,6 +329,6 @@ def test_data_computed_into_memory_is_rechunked_for_the_threads(chunks):
     rows = max(4096, -(-n // (4 * cores)))  # 7500 on 2 cores
     expected = given if cores <= given <= 8 * cores else -(-n // rows)
     with dask.config.set(scheduler="threads"):
-        array = _fit_array(check_input(source), persist=True)
+        array = fit_array(check_input(source), persist=True)
         assert array.numblocks[0] == expected
         np.testing.assert_array_equal(array.compute(), X)

@@ -31,10 +31,10 @@ import zarr
 from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 
+import daskgmm._plan
 import daskgmm.io._npy
 import daskgmm.io._parquet
 import daskgmm.io._zarr
-import daskgmm.mixture
 from daskgmm import GaussianMixture
 from daskgmm.io import (
     ParquetSource,
@@ -186,7 +186,7 @@ def test_read_zarr_sharded_blocks_are_whole_shards(tmp_path, monkeypatch):
 
 
 def test_a_small_store_is_read_in_about_four_blocks_per_core(tmp_path, monkeypatch):
-    from daskgmm import _reduce
+    from daskgmm import _chunks
 
     X = features(4000, N_FEATURES)
     path = tmp_path / "small.zarr"
@@ -194,7 +194,7 @@ def test_a_small_store_is_read_in_about_four_blocks_per_core(tmp_path, monkeypat
     cores = os.cpu_count() or 1
     # 1 MiB blocks at least: the whole small store is one block.
     assert read_zarr(path).numblocks[0] == 1
-    monkeypatch.setattr(_reduce, "MIN_SOURCE_BLOCK_BYTES", 1)
+    monkeypatch.setattr(_chunks, "MIN_SOURCE_BLOCK_BYTES", 1)
     x = read_zarr(path)
     rows = max(100, -(-4000 // (4 * cores)) // 100 * 100)  # whole chunks
     assert x.chunks[0][0] == rows
@@ -800,7 +800,7 @@ def test_persist_auto_keeps_small_dask_input_in_memory(npy_source, caplog):
 
 def test_persist_auto_streams_when_memory_is_short(npy_source, caplog, monkeypatch):
     x, reads = npy_source
-    monkeypatch.setattr(daskgmm.mixture, "_available_memory", lambda client: 1000.0)
+    monkeypatch.setattr(daskgmm._plan, "_available_memory", lambda client: 1000.0)
     caplog.set_level(logging.INFO, logger="daskgmm")
     gm = fit(x)
     (line,) = persist_lines(caplog)
@@ -817,7 +817,7 @@ def test_persist_true_and_false_are_honoured(
     x, reads = npy_source
     # True keeps the data even when memory looks short; False streams even if ample.
     memory = 1000.0 if persist else 1e15
-    monkeypatch.setattr(daskgmm.mixture, "_available_memory", lambda client: memory)
+    monkeypatch.setattr(daskgmm._plan, "_available_memory", lambda client: memory)
     caplog.set_level(logging.INFO, logger="daskgmm")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", daskgmm.ConvergenceWarning)

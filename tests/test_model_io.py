@@ -27,7 +27,8 @@ from numpy.testing import assert_array_equal
 import daskgmm
 import daskgmm.model_io
 from daskgmm import ConvergenceWarning, GaussianMixture, NotFittedError
-from daskgmm.model_io import load_model, load_model_metadata, save_model
+from daskgmm.mixture import load_model
+from daskgmm.model_io import load_model_metadata, save_model
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 PARAM_NAMES = GaussianMixture._param_names()

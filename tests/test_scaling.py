@@ -377,9 +377,12 @@ def test_warm_start_continues_exactly_in_the_scaled_space(table):
     assert_array_equal(stepped.covariances_, straight.covariances_)
 
 
-def test_iteration_callback_and_restore_work_in_original_units():
-    """What pipelines/cluster.py checkpoints (callback states) and resumes from
-    (``_restore`` then a warm start) is in the original units."""
+def test_iteration_callback_is_in_original_units_and_a_resume_is_exact(tmp_path):
+    """What iteration_callback reports is in the original units, and a fit resumed
+    from a checkpoint (states kept in the scaled space) ends exactly as the
+    uninterrupted fit."""
+    from daskgmm.checkpoint import Checkpoint
+
     frame, _ = with_amount(3000)
     X = frame.to_numpy()
     params = dict(scale="standard", log1p=[1], tol=0.0, random_state=0)
@@ -394,18 +397,20 @@ def test_iteration_callback_and_restore_work_in_original_units():
     assert_allclose(last.params.covariances, model.covariances_, rtol=1e-15)
     assert last.lower_bounds == model.lower_bounds_
 
-    # Resume after iteration 3 as the cluster pipeline does.
-    third = states[2]
-    resumed = GaussianMixture(3, max_iter=6, **params)
-    resumed._restore(third, n_features=3, dtype=np.float64)
-    assert resumed.scaling_ == Scaling.identity(3, (1,))
-    assert_array_equal(resumed.predict(X), model.predict(X))
-    resumed.set_params(warm_start=True, max_iter=3)
+    # Stop after iteration 3 with a checkpoint, then resume it.
+    checkpoint = Checkpoint(str(tmp_path / "ckpt"), "job")
     with pytest.warns(ConvergenceWarning):
-        resumed.fit(X)
+        GaussianMixture(3, max_iter=3, **params).fit(X, checkpoint=checkpoint)
+    assert [s.n_iter for s in checkpoint.read()] == [3]
+    with pytest.warns(ConvergenceWarning):
+        resumed = GaussianMixture(3, max_iter=6, **params).fit(
+            X, checkpoint=checkpoint, resume=True
+        )
     assert resumed.scaling_ == model.scaling_
-    assert_allclose(resumed.lower_bounds_, model.lower_bounds_[3:], rtol=1e-12)
-    assert_allclose(resumed.means_, model.means_, rtol=1e-10)
+    assert resumed.lower_bounds_ == model.lower_bounds_
+    assert_array_equal(resumed.means_, model.means_)
+    assert_array_equal(resumed.covariances_, model.covariances_)
+    assert_array_equal(resumed.predict(X), model.predict(X))
 
 
 def test_scale_none_without_log1p_is_the_unscaled_model(table):

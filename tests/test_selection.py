@@ -10,10 +10,15 @@ import pytest
 from numpy.testing import assert_allclose
 
 from daskgmm import ConvergenceWarning, GaussianMixture, select_model
-from daskgmm._em import DataPasses, run_em
-from daskgmm._init import initial_parameters
+from daskgmm._em import Run, precision_parameters, run_em_batched
+from daskgmm._init import (
+    draw_sample,
+    plan_initial,
+    run_plans,
+    sample_from_result,
+)
+from daskgmm._plan import plan_fit
 from daskgmm._validation import check_random_state
-from daskgmm.mixture import _numpy_to_dask
 
 
 def four_blobs(n_per: int = 800, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +150,7 @@ def test_a_failing_candidate_is_reported_not_fatal():
     assert "ill-defined empirical covariance" in table.loc[6, "error"]
     assert np.isnan(table.loc[6, "bic"])
     assert table.loc[500, "status"] == "failed"
-    assert "larger than the 180 rows" in table.loc[500, "error"]
+    assert "n_components = 500, n_samples = 180" in table.loc[500, "error"]
     assert (table.loc[[1, 2, 3], "status"] == "ok").all()
     assert sel.best_.n_components in (1, 2, 3)
     assert (6, "full") not in sel.models_
@@ -201,35 +206,27 @@ def test_batched_restarts_equal_restarts_one_after_another():
     X = np.random.RandomState(5).standard_t(3, size=(3000, 2))  # no clear clusters
     kwargs = dict(n_components=4, covariance_type="full", tol=1e-4, max_iter=40)
     batched = _quiet_fit(X, n_init=4, random_state=11, init_params="kmeans", **kwargs)
-    # Sequential reference built from the library's pieces, one run at a time.
-    passes = DataPasses(_numpy_to_dask(X), 16)
+    # Sequential reference built from the loop layer's pieces, one run at a time.
+    passes = plan_fit(X).passes
     rng = check_random_state(11)
-    probe = GaussianMixture(random_state=11, **kwargs)
-    sample = probe._draw_sample(passes, probe_data(X), rng)
+    seed = int(rng.randint(np.iinfo(np.int32).max))
+    result = draw_sample(passes, seed, 50_000, X.shape[0])
+    sample = sample_from_result(result, weighted=False)
     results = []
     for _ in range(4):
-        weights, means, cov = initial_parameters(
+        plan = plan_initial(
             "kmeans",
             sample,
             n_components=4,
             covariance_type="full",
             reg_covar=1e-6,
             rng=rng,
-            full_pass=lambda kernel, params, name: passes.stats(kernel, params, name),
         )
-        start = probe._with_inits(
-            (weights, means, cov), {"weights": None, "means": None, "precisions": None}
-        )
-        results.append(
-            run_em(
-                passes,
-                start,
-                covariance_type="full",
-                tol=1e-4,
-                reg_covar=1e-6,
-                max_iter=40,
-            )
-        )
+        ((weights, means, cov),) = run_plans(passes, [plan])
+        start = precision_parameters(weights, means, cov, "full")
+        run = Run(start, "full", 1e-4, 1e-6, 40, reseed_rows=sample.rows)
+        run_em_batched(passes, [run])
+        results.append(run.result())
     best = max(results, key=lambda r: r.lower_bound)
     assert (
         len({r.n_iter for r in results} | {round(r.lower_bound, 9) for r in results})
@@ -238,12 +235,6 @@ def test_batched_restarts_equal_restarts_one_after_another():
     assert batched.lower_bound_ == best.lower_bound
     assert batched.n_iter_ == best.n_iter
     np.testing.assert_array_equal(batched.means_, best.params.means)
-
-
-def probe_data(X: np.ndarray):
-    from daskgmm._validation import check_input
-
-    return check_input(X, min_samples=2)
 
 
 ###############################################################################

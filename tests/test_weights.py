@@ -158,9 +158,12 @@ def test_score_bic_aic_with_integer_weights_equal_repeated_rows(data):
         model.aic(repeated),
         rtol=1e-12,
     )
-    # Unweighted: the number of rows is the sample size.
+    # Unweighted: the number of rows is the sample size; 3 full components in d
+    # features have 3 d(d+1)/2 covariance, 3 d mean and 2 weight parameters.
+    d = X.shape[1]
+    n_parameters = 3 * d * (d + 1) // 2 + 3 * d + 2
     np.testing.assert_allclose(
         model.bic(X),
-        -2 * model.score_samples(X).sum() + model._n_parameters() * np.log(len(X)),
+        -2 * model.score_samples(X).sum() + n_parameters * np.log(len(X)),
         rtol=1e-12,
     )

@@ -120,24 +120,45 @@ def read_pil(path: str, *, strip_bytes: int | None = None) -> da.Array:
 def _read_zarr_strip(
     store: str, array: str | None, start: int, stop: int
 ) -> np.ndarray:
-    from daskgmm.io._zarr import open_zarr_array
+    from daskgmm.io._zarr import array_label, open_zarr_array, read_region
 
-    block = np.asarray(open_zarr_array(store, array)[start:stop])
+    arr = open_zarr_array(store, array)
+    block = np.asarray(read_region(arr, slice(start, stop), array_label(store, array)))
     return block if block.ndim == 3 else block[:, :, None]
 
 
 def read_zarr_image(
-    store: str, array: str | None = None, *, strip_bytes: int | None = None
+    store: str,
+    array: str | None = None,
+    *,
+    strip_bytes: int | None = None,
+    missing_chunks: str = "error",
 ) -> da.Array:
-    """A Zarr array of shape (height, width[, channels]) as a lazy image."""
-    from daskgmm.io._zarr import open_zarr_array, storage_rows
+    """A Zarr array of shape (height, width[, channels]) as a lazy image.
 
+    ``missing_chunks`` as in :func:`daskgmm.io.read_zarr`: by default an image whose
+    store lacks chunks is refused when opened; a chunk that cannot be decoded fails
+    the read naming the store and the chunk.
+    """
+    from daskgmm.io._zarr import (
+        array_label,
+        check_chunks,
+        open_zarr_array,
+        storage_rows,
+    )
+
+    if missing_chunks not in ("error", "fill"):
+        raise ValueError(
+            f"missing_chunks must be 'error' or 'fill', got {missing_chunks!r}"
+        )
     arr = open_zarr_array(store, array)
     if arr.ndim not in (2, 3):
         raise ValueError(
             f"{store}: Zarr image has shape {arr.shape}; (height, width[, channels]) "
             "is needed"
         )
+    if missing_chunks == "error":
+        check_chunks(arr, array_label(store, array))
     height, width = arr.shape[:2]
     channels = arr.shape[2] if arr.ndim == 3 else 1
     shard_rows, _ = storage_rows(arr)
@@ -162,7 +183,11 @@ def read_zarr_image(
 
 
 def read_image(
-    path: str | os.PathLike, *, array: str | None = None, strip_bytes: int | None = None
+    path: str | os.PathLike,
+    *,
+    array: str | None = None,
+    strip_bytes: int | None = None,
+    missing_chunks: str = "error",
 ) -> da.Array:
     """An image file or Zarr image as a lazy (height, width, channels) dask array.
 
@@ -174,6 +199,9 @@ def read_image(
         Array path inside a Zarr group.
     strip_bytes : int, optional
         Bytes per strip of full-width rows (default about 32 MiB).
+    missing_chunks : {'error', 'fill'}, default='error'
+        Zarr images only: refuse a store that lacks chunks (``'error'``), or read
+        them as the fill value (``'fill'``); see :func:`daskgmm.io.read_zarr`.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -184,7 +212,9 @@ def read_image(
     if lower.endswith(PIL_SUFFIXES):
         return read_pil(path, strip_bytes=strip_bytes)
     if lower.endswith((".zarr", ".zip")) or os.path.isdir(path):
-        return read_zarr_image(path, array, strip_bytes=strip_bytes)
+        return read_zarr_image(
+            path, array, strip_bytes=strip_bytes, missing_chunks=missing_chunks
+        )
     raise ValueError(
         f"{path}: unknown image type; use .tif/.tiff, .png, .jpg/.jpeg or a Zarr store"
     )

@@ -146,7 +146,11 @@ def _store_block(
     if os.path.exists(abort_marker(root)):
         return done
     region = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
-    zarr.open_array(root, path=array_path, mode="r+")[region] = block
+    # Every chunk is written, those equal to the fill value included (zarr-python
+    # skips them by default): a chunk missing from the store is then always damage,
+    # which read_zarr refuses.
+    target = zarr.open_array(root, path=array_path, mode="r+")
+    target.with_config({"write_empty_chunks": True})[region] = block
     return done + 1
 
 

@@ -1,0 +1,632 @@
+"""One runner for every candidate mixture: sample → initial parameters → runs →
+batched EM → best run.
+
+A *candidate* is one mixture to fit (a number of components and a covariance type,
+with its EM settings and its ``n_init`` restarts). :func:`run_candidates` fits any
+number of them over one :class:`daskgmm._plan.FitPlan`, sharing every pass: one
+pass draws every initialisation sample (and the scaling's moments), one pass
+finishes the initialisations that need one, then each EM pass advances every run
+still active (:func:`daskgmm._em.run_em_batched`). ``GaussianMixture.fit`` is one
+candidate, :func:`daskgmm.select_model` a grid of them; with a ``checkpoint`` the
+state of every run is written after each iteration and a later call with
+``resume=True`` continues each run exactly where it stopped, for a fit and for a
+sweep alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import dask
+import numpy as np
+
+from daskgmm import _kernels as K
+from daskgmm import _preprocess as P
+from daskgmm._em import (
+    DataPasses,
+    Parameters,
+    Run,
+    RunResult,
+    precision_parameters,
+    run_em_batched,
+)
+from daskgmm._init import (
+    InitPlan,
+    Sample,
+    plan_initial,
+    run_plans,
+    sample_from_result,
+    sample_rate,
+)
+from daskgmm._plan import FitPlan
+from daskgmm._reduce import map_rows
+from daskgmm._validation import check_random_state
+
+logger = logging.getLogger("daskgmm")
+
+_NO_INITS: dict = {"weights": None, "means": None, "precisions": None}
+
+
+@dataclass
+class WarmStart:
+    """The solution a warm start continues from (``GaussianMixture(warm_start=True)``).
+
+    Attributes
+    ----------
+    params : Parameters
+        In the units of f(x) (the reported parameters).
+    lower_bound : float
+        Its lower bound, in the original units.
+    scaling : Scaling
+        The scaling it was fitted with.
+    scaled : tuple of (Parameters, float) or None
+        Its exact parameters and lower bound in that scaling's space.
+    """
+
+    params: Parameters
+    lower_bound: float
+    scaling: P.Scaling
+    scaled: tuple[Parameters, float] | None = None
+
+
+@dataclass
+class Candidate:
+    """One mixture to fit: the estimator's EM settings, its start, its restarts.
+
+    ``inits`` holds ``weights``, ``means``, ``precisions`` given by the user (in the
+    units of f(x), checked), or None each; ``warm`` a warm start (no initialisation
+    then). ``label`` prefixes its log lines.
+    """
+
+    n_components: int
+    covariance_type: str
+    tol: float = 1e-3
+    reg_covar: float = 1e-6
+    max_iter: int = 100
+    n_init: int = 1
+    init_params: str = "kmeans"
+    init_sample_size: int = 50_000
+    random_state: Any = None
+    inits: dict = field(default_factory=lambda: dict(_NO_INITS))
+    warm: WarmStart | None = None
+    label: str = ""
+
+    @property
+    def needs_sample(self) -> bool:
+        """Whether an initialisation sample is drawn (it also re-seeds components
+        that lose all their rows)."""
+        return self.warm is None and any(v is None for v in self.inits.values())
+
+    def run_label(self, index: int) -> str:
+        if self.n_init > 1:
+            return f"[{self.label}init {index}] "
+        return f"[{self.label.strip()}] " if self.label else ""
+
+
+@dataclass
+class Outcome:
+    """One candidate's result: its best run (in the fitted space) or why it failed."""
+
+    candidate: Candidate
+    best: RunResult | None = None
+    error: str | None = None
+    runs: list[Run] = field(default_factory=list)
+
+
+@dataclass
+class FitSpace:
+    """Where EM runs: passes over the rows as given, or over the scaled rows.
+
+    Attributes
+    ----------
+    passes : DataPasses
+    scaling : Scaling
+        The identity when the rows are used as given.
+    shift : float
+        Mean log-Jacobian of the fitted rows: a (weighted) mean log-likelihood in
+        the original units is the one in the scaled space plus ``shift``.
+    n_rows : int or None
+        Rows the first pass counted (None when no pass was needed).
+    """
+
+    passes: DataPasses
+    scaling: P.Scaling
+    shift: float = 0.0
+    n_rows: int | None = None
+
+    def scaled_inits(self, inits: dict, covariance_type: str) -> dict:
+        """The user's ``*_init`` (in the units of f(x)) on the scaled features."""
+        if self.scaling.is_identity:
+            return inits
+        _, means, _, _ = P.to_scaled_units(
+            None, inits["means"], None, None, covariance_type, self.scaling
+        )
+        precisions = inits["precisions"]
+        if precisions is not None:
+            precisions = P.precisions_to_scaled_units(
+                precisions, covariance_type, self.scaling
+            )
+        return {"weights": inits["weights"], "means": means, "precisions": precisions}
+
+    def to_original(self, state: RunResult, covariance_type: str) -> RunResult:
+        """An EM state in the original units (parameters and lower bounds)."""
+        if self.scaling.is_identity:
+            return state
+        p = state.params
+        params = P.to_original_units(
+            p.weights,
+            p.means,
+            p.covariances,
+            p.precisions_cholesky,
+            covariance_type,
+            self.scaling,
+        )
+        return RunResult(
+            Parameters(*params),
+            state.converged,
+            state.n_iter,
+            state.lower_bound + self.shift,
+            [v + self.shift for v in state.lower_bounds],
+        )
+
+    def warm_parameters(self, warm: WarmStart, covariance_type: str) -> tuple:
+        """A warm start's parameters and lower bound in this space.
+
+        The same scaling as the last fit (the same data) continues from the exact
+        scaled parameters; another one maps the reported parameters onto it.
+        """
+        if warm.scaling.log1p != self.scaling.log1p:
+            raise ValueError(
+                f"warm_start: the model was fitted with log1p columns "
+                f"{list(warm.scaling.log1p)}, this fit has {list(self.scaling.log1p)}; "
+                "fit with warm_start=False to change them"
+            )
+        if self.scaling.is_identity and warm.scaling.is_identity:
+            return warm.params, warm.lower_bound
+        if self.scaling == warm.scaling and warm.scaled is not None:
+            return warm.scaled
+        p = warm.params
+        mapped = P.to_scaled_units(
+            p.weights,
+            p.means,
+            p.covariances,
+            p.precisions_cholesky,
+            covariance_type,
+            self.scaling,
+        )
+        return Parameters(*mapped), warm.lower_bound - self.shift
+
+
+@dataclass
+class Sweep:
+    """What :func:`run_candidates` returns.
+
+    Attributes
+    ----------
+    space : FitSpace
+        Where EM ran (its scaling maps the results to the original units).
+    outcomes : list of Outcome
+        One per candidate, in order.
+    em_seconds : float
+        Wall-clock seconds of the EM passes.
+    em_passes : int
+        EM passes made (the iterations of the longest run).
+    """
+
+    space: FitSpace
+    outcomes: list[Outcome]
+    em_seconds: float = 0.0
+    em_passes: int = 0
+
+
+def run_candidates(
+    plan: FitPlan,
+    candidates: Sequence[Candidate],
+    *,
+    verbose_interval: int = 10,
+    on_iteration: Callable[[int, RunResult], None] | None = None,
+    checkpoint: Any = None,
+    resume: bool = False,
+    raise_errors: bool = True,
+) -> Sweep:
+    """Fit every candidate over ``plan``'s data, sharing each pass.
+
+    Parameters
+    ----------
+    plan : FitPlan
+    candidates : sequence of Candidate
+    verbose_interval : int
+        Iterations between INFO log lines.
+    on_iteration : callable, optional
+        ``on_iteration(i, state)`` after every iteration of run ``i`` (runs numbered
+        candidate by candidate, restart by restart), with its state in the original
+        units.
+    checkpoint : Checkpoint, optional
+        Written with every run's state (in the fitted space) after each iteration,
+        once every run has one.
+    resume : bool
+        Continue the runs of ``checkpoint`` instead of initialising new ones; the
+        passes before EM are made again (moments, samples: the re-seeding needs
+        them), so the result is the uninterrupted one.
+    raise_errors : bool
+        Whether a failing candidate (more components than rows, an initialisation
+        or M-step error) raises, or is recorded in its :class:`Outcome`.
+
+    Returns
+    -------
+    Sweep
+    """
+    outcomes = [Outcome(c) for c in candidates]
+    rngs = [check_random_state(c.random_state) for c in candidates]
+    specs = [_sample_spec(c, rng) for c, rng in zip(candidates, rngs, strict=True)]
+    space, samples = _first_pass(plan, specs)
+    for out in outcomes:
+        if space.n_rows is not None and out.candidate.n_components > space.n_rows:
+            _fail(
+                out,
+                _too_few_rows(out.candidate.n_components, space.n_rows),
+                raise_errors,
+            )
+    states = _resumed_states(checkpoint, candidates) if resume else None
+    if states is None:
+        _initialise(space, outcomes, rngs, samples, raise_errors)
+    else:
+        _resume(outcomes, states, samples)
+    runs = [run for out in outcomes if out.error is None for run in out.runs]
+    for run in runs:
+        if run.max_iter == 0:
+            run.lower_bound = -np.inf
+    tic = time.perf_counter()
+    before = max((run.n_iter for run in runs), default=0)
+    if runs:
+        run_em_batched(
+            space.passes,
+            runs,
+            verbose_interval=verbose_interval,
+            on_pass=_row_check(outcomes, raise_errors),
+            on_iteration=_iteration_hooks(outcomes, space, on_iteration, checkpoint),
+            raise_errors=raise_errors,
+        )
+    em_passes = max((run.n_iter for run in runs), default=0) - before
+    for out in outcomes:
+        _pick_best(out)
+    return Sweep(space, outcomes, time.perf_counter() - tic, em_passes)
+
+
+###############################################################################
+# Before EM
+
+
+def _sample_spec(candidate: Candidate, rng: np.random.RandomState) -> tuple | None:
+    """The (seed, size) of a candidate's initialisation sample, drawn from its random
+    state first (as a fit alone draws it), or None."""
+    if not candidate.needs_sample:
+        return None
+    size = max(candidate.init_sample_size, candidate.n_components)
+    return int(rng.randint(np.iinfo(np.int32).max)), size
+
+
+def _first_pass(
+    plan: FitPlan, specs: list[tuple | None]
+) -> tuple[FitSpace, list[Sample | None]]:
+    """One pass drawing every distinct sample (candidates with the same seed and size
+    share it) and, for a scaled fit, the per-feature moments; the space EM runs in."""
+    passes = plan.passes
+    unique = list(dict.fromkeys(spec for spec in specs if spec is not None))
+    n = plan.data.n_samples
+    calls = [
+        (K.sample_block, (seed, size, sample_rate(size, n)), K.combine_samples)
+        for seed, size in unique
+    ]
+    if plan.scaled:
+        calls.insert(0, (P.moments_block, plan.log1p, P.combine_moments))
+    if not calls:
+        space = FitSpace(passes, P.Scaling.identity(plan.data.n_features))
+        return space, [None] * len(specs)
+    results = passes.run_many(calls, "sample" if unique else "moments")
+    space = FitSpace(passes, P.Scaling.identity(plan.data.n_features))
+    if plan.scaled:
+        space = _scaled_space(plan, passes, results.pop(0))
+    space.n_rows = int(results[0]["n"]) if results else space.n_rows
+    weighted = passes.weights is not None
+    drawn = {
+        spec: _scaled_sample(sample_from_result(result, weighted), space, plan)
+        for spec, result in zip(unique, results, strict=True)
+    }
+    return space, [None if spec is None else drawn[spec] for spec in specs]
+
+
+def _scaled_space(plan: FitPlan, passes: DataPasses, stats: dict) -> FitSpace:
+    """Passes over the rows scaled by the moments of ``stats``."""
+    scaling = P.fit_scaling(
+        stats, plan.scale, plan.log1p, row_offsets=passes._row_offsets
+    )
+    logger.info(
+        "scaling the features (%s%s)",
+        plan.scale,
+        f", log1p of columns {list(plan.log1p)}" if plan.log1p else "",
+    )
+    scaled = DataPasses(
+        _scaled_array(passes.X, scaling, plan.data.dtype),
+        passes.split_every,
+        passes.name,
+        weights=passes.weights,
+        nan_policy=passes.nan_policy,
+        kernel=passes.kernel,
+    )
+    scaled.n_passes = passes.n_passes
+    # Mean log-Jacobian of the fitted rows: log p_x = log p_z + this, on average.
+    shift = P.log_abs_det(scaling) - float(stats["mean"][list(plan.log1p)].sum())
+    return FitSpace(scaled, scaling, shift, int(stats["n"]))
+
+
+def _scaled_array(array: Any, scaling: P.Scaling, dtype: Any) -> Any:
+    """The rows of ``array`` scaled block by block (lazy; same row chunks), in the
+    fit dtype, optimised once so each block's read and scaling are one task."""
+    scaled = map_rows(
+        array,
+        P.transform_block,
+        scaling,
+        name="scale",
+        n_columns=array.shape[1],
+        dtype=dtype,
+        out_dtype=dtype,
+    )
+    (scaled,) = dask.optimize(scaled)
+    return scaled
+
+
+def _scaled_sample(sample: Sample, space: FitSpace, plan: FitPlan) -> Sample:
+    """A sample of original rows in the space EM runs in."""
+    if space.scaling.is_identity:
+        return sample
+    rows = P.transform_block(sample.rows, space.scaling, plan.data.dtype)
+    return replace(sample, rows=rows.astype(np.float64))
+
+
+def _too_few_rows(n_components: int, n_rows: int) -> str:
+    return (
+        "Expected n_samples >= n_components but got n_components = "
+        f"{n_components}, n_samples = {n_rows}"
+    )
+
+
+def _fail(out: Outcome, error: str, raise_errors: bool) -> None:
+    if raise_errors:
+        raise ValueError(error)
+    if out.error is None:
+        out.error = error
+
+
+def _initialise(
+    space: FitSpace,
+    outcomes: list[Outcome],
+    rngs: list[np.random.RandomState],
+    samples: list[Sample | None],
+    raise_errors: bool,
+) -> None:
+    """New runs: warm starts, and the initialisations of the others (those needing a
+    pass share one)."""
+    plans: list[tuple[Outcome, InitPlan]] = []
+    for out, rng, sample in zip(outcomes, rngs, samples, strict=True):
+        cand = out.candidate
+        if out.error is not None:
+            continue
+        if cand.warm is not None:
+            params, bound = space.warm_parameters(cand.warm, cand.covariance_type)
+            out.runs.append(_new_run(cand, params, bound, 0, None))
+            continue
+        try:
+            for _ in range(cand.n_init):
+                plans.append((out, _init_plan(cand, sample, rng)))
+        except ValueError as exc:
+            if raise_errors:
+                raise
+            out.error = str(exc)
+    plans = [(out, p) for out, p in plans if out.error is None]
+    starts = run_plans(space.passes, [p for _, p in plans])
+    for (out, _), start in zip(plans, starts, strict=True):
+        cand = out.candidate
+        if out.error is not None:
+            continue
+        try:
+            params = _with_inits(
+                start, space.scaled_inits(cand.inits, cand.covariance_type), cand
+            )
+        except ValueError as exc:
+            if raise_errors:
+                raise
+            out.error = f"initialisation failed: {exc}"
+            continue
+        sample = samples[outcomes.index(out)]
+        rows = None if sample is None else sample.rows
+        out.runs.append(_new_run(cand, params, -np.inf, len(out.runs), rows))
+
+
+def _init_plan(
+    cand: Candidate, sample: Sample | None, rng: np.random.RandomState
+) -> InitPlan:
+    """The initialisation of one restart (all ``*_init`` given: no sample)."""
+    if sample is None:
+        return InitPlan(cand.covariance_type, cand.reg_covar, params=(None,) * 3)
+    return plan_initial(
+        cand.init_params,
+        sample,
+        n_components=cand.n_components,
+        covariance_type=cand.covariance_type,
+        reg_covar=cand.reg_covar,
+        rng=rng,
+    )
+
+
+def _with_inits(params: tuple, inits: dict, cand: Candidate) -> Parameters:
+    """Initial parameters with the user's ``*_init`` in place of the drawn ones."""
+    ctype = cand.covariance_type
+    weights, means, covariances = params
+    if inits["weights"] is not None:
+        weights = inits["weights"]
+    if inits["means"] is not None:
+        means = inits["means"]
+    if inits["precisions"] is not None:
+        prec_chol = K.precision_cholesky_from_precisions(inits["precisions"], ctype)
+        covariances = K.covariances_from_cholesky(prec_chol, ctype)
+        return Parameters(weights, means, covariances, prec_chol)
+    return precision_parameters(weights, means, covariances, ctype)
+
+
+def _new_run(
+    cand: Candidate,
+    start: Parameters,
+    lower_bound: float,
+    index: int,
+    reseed_rows: np.ndarray | None,
+) -> Run:
+    """An EM run; ``reseed_rows`` (the initialisation sample, in the fitted space)
+    re-seed components that lose all their rows."""
+    return Run(
+        start,
+        cand.covariance_type,
+        cand.tol,
+        cand.reg_covar,
+        cand.max_iter,
+        lower_bound,
+        cand.run_label(index),
+        reseed_rows=reseed_rows,
+    )
+
+
+###############################################################################
+# Checkpoints
+
+
+def _resumed_states(checkpoint: Any, candidates: Sequence[Candidate]) -> list:
+    """The states of a checkpoint, one per run of every candidate."""
+    if checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint")
+    states = checkpoint.read()
+    if states is None:
+        raise FileNotFoundError(
+            f"no checkpoint at {checkpoint.path}; run the job without --resume"
+        )
+    expected = sum(c.n_init for c in candidates)
+    if len(states) != expected:
+        raise ValueError(
+            f"checkpoint {checkpoint.path} holds {len(states)} runs where this fit "
+            f"has {expected} (model.n_init and the candidates must match); remove "
+            "it and run without --resume"
+        )
+    logger.info(
+        "resuming after iteration %d from %s",
+        max(s.n_iter for s in states),
+        checkpoint.path,
+    )
+    return states
+
+
+def _resume(outcomes: list[Outcome], states: list, samples: list) -> None:
+    """Runs continuing from checkpointed states (in the fitted space)."""
+    it = iter(states)
+    for out, sample in zip(outcomes, samples, strict=True):
+        cand = out.candidate
+        for index in range(cand.n_init):
+            state = next(it)
+            if out.error is not None:
+                continue
+            rows = None if sample is None else sample.rows
+            run = _new_run(cand, state.params, state.lower_bounds[-1], index, rows)
+            run.history = list(state.lower_bounds)
+            run.n_iter = state.n_iter
+            run.converged = state.converged
+            out.runs.append(run)
+
+
+def _checkpoint_writer(
+    checkpoint: Any, n_runs: int
+) -> Callable[[int, RunResult], None]:
+    """Record each run's state; write them all once every run has one."""
+    from daskgmm.checkpoint import State
+
+    states: dict[int, State] = {}
+
+    def record(index: int, state: RunResult) -> None:
+        states[index] = State(
+            state.params, state.n_iter, list(state.lower_bounds), state.converged
+        )
+        # After the first pass every run has a state.
+        if len(states) == n_runs:
+            checkpoint.write([states[i] for i in range(n_runs)])
+
+    return record
+
+
+###############################################################################
+# During and after EM
+
+
+def _row_check(outcomes: list[Outcome], raise_errors: bool) -> Callable[[int], None]:
+    """After each pass: candidates with more components than the rows counted
+    (input whose row count was unknown before a pass)."""
+
+    def check(n_rows: int) -> None:
+        for out in outcomes:
+            if out.error is None and out.candidate.n_components > n_rows:
+                _fail(
+                    out, _too_few_rows(out.candidate.n_components, n_rows), raise_errors
+                )
+                for run in out.runs:
+                    run.error = out.error
+
+    return check
+
+
+def _iteration_hooks(
+    outcomes: list[Outcome],
+    space: FitSpace,
+    on_iteration: Callable | None,
+    checkpoint: Any,
+) -> Callable[[int, RunResult], None] | None:
+    """The per-iteration callback of :func:`run_em_batched`: the caller's (states
+    in the original units) and the checkpoint's (in the fitted space)."""
+    active = [out for out in outcomes if out.error is None]
+    ctypes = [out.candidate.covariance_type for out in active for _ in out.runs]
+    n_runs = len(ctypes)
+    writer = None if checkpoint is None else _checkpoint_writer(checkpoint, n_runs)
+    if on_iteration is None and writer is None:
+        return None
+
+    def hook(index: int, state: RunResult) -> None:
+        if on_iteration is not None:
+            on_iteration(index, space.to_original(state, ctypes[index]))
+        if writer is not None:
+            writer(index, state)
+
+    return hook
+
+
+def _pick_best(out: Outcome) -> None:
+    """The best restart of a candidate (the first best, as sequential restarts)."""
+    if out.error is not None:
+        return
+    for i, run in enumerate(out.runs):
+        if run.error is None:
+            logger.info(
+                "%sinitialization %d %s; lower bound %.10g",
+                out.candidate.label,
+                i,
+                "converged" if run.converged else "did not converge",
+                run.lower_bound,
+            )
+    ok = [run for run in out.runs if run.error is None]
+    if not ok:
+        out.error = out.runs[0].error if out.runs else "no run"
+        return
+    best = None
+    for run in ok:
+        result = run.result()
+        if best is None or result.lower_bound > best.lower_bound:
+            best = result
+    out.best = best
