@@ -72,6 +72,11 @@ class Param:
     bool_ok: bool = False
     # A check with its own message, used instead of the kind's (scale).
     check: Callable[[Any], Any] | None = None
+    # Whether it changes the fitted numbers (a checkpoint's fingerprint holds these).
+    numeric: bool = True
+    # In a model sweep (select_model): 'shared' by every candidate, set per
+    # 'candidate' by the sweep, or 'refused' (it depends on one candidate).
+    sweep: str = "shared"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -90,13 +95,21 @@ class Param:
 
 
 PARAMS: tuple[Param, ...] = (
-    Param("n_components", 1, "int", "Number of mixture components.", gt=0),
+    Param(
+        "n_components",
+        1,
+        "int",
+        "Number of mixture components.",
+        gt=0,
+        sweep="candidate",
+    ),
     Param(
         "covariance_type",
         "full",
         "option",
         "Form of the covariance of each component.",
         options=COVARIANCE_TYPES,
+        sweep="candidate",
     ),
     Param(
         "tol",
@@ -139,6 +152,7 @@ PARAMS: tuple[Param, ...] = (
         "array",
         "Initial weights, shape (n_components,).",
         ndim=1,
+        sweep="refused",
     ),
     Param(
         "means_init",
@@ -146,15 +160,23 @@ PARAMS: tuple[Param, ...] = (
         "array",
         "Initial means, shape (n_components, n_features).",
         ndim=2,
+        sweep="refused",
     ),
     Param(
         "precisions_init",
         None,
         "array",
         "Initial precisions; the shape depends on covariance_type.",
+        sweep="refused",
     ),
     Param("random_state", None, "seed", "Seed of the initialisation."),
-    Param("warm_start", False, "bool", "Start the next fit from the current solution."),
+    Param(
+        "warm_start",
+        False,
+        "bool",
+        "Start the next fit from the current solution.",
+        sweep="refused",
+    ),
     Param(
         "verbose",
         0,
@@ -162,6 +184,7 @@ PARAMS: tuple[Param, ...] = (
         "Log progress; 1 or more logs a line every verbose_interval iterations.",
         ge=0,
         bool_ok=True,
+        numeric=False,
     ),
     Param(
         "verbose_interval",
@@ -169,6 +192,7 @@ PARAMS: tuple[Param, ...] = (
         "int",
         "Iterations between progress lines.",
         gt=0,
+        numeric=False,
     ),
     Param(
         "split_every",
@@ -183,6 +207,7 @@ PARAMS: tuple[Param, ...] = (
         "option",
         "Keep the data in (cluster) memory during the fit ('auto': when it fits).",
         options=PERSIST_OPTIONS,
+        numeric=False,
     ),
     Param(
         "init_sample_size",
@@ -274,3 +299,12 @@ def check_params(values: dict[str, Any], owner: str = "GaussianMixture") -> None
         check_param(param, values[param.name], owner)
     check_log1p_param(values["log1p"])
     check_covariance_type(values["scale"], values["covariance_type"])
+
+
+def names_where(**flags: Any) -> tuple[str, ...]:
+    """Names of the parameters whose fields equal ``flags`` (e.g. ``numeric=False``)."""
+    return tuple(
+        p.name
+        for p in PARAMS
+        if all(getattr(p, key) == value for key, value in flags.items())
+    )

@@ -158,7 +158,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from daskgmm.config import load_config, preflight
-    from pipelines import PIPELINES
+    from pipelines import runner
 
     config = load_config(args.config, args.overrides)
     preflight(config, resume=args.resume)
@@ -171,9 +171,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             update={"model": config.model.model_copy(update=update)}
         )
     with _progress_bar(config, enabled=not args.quiet) as progress:
-        result = PIPELINES[config.pipeline](
-            config, resume=args.resume, progress=progress
-        )
+        result = runner(config.pipeline)(config, resume=args.resume, progress=progress)
     _print_result(result, args.json, config.output.directory)
     return EXIT_OK
 
@@ -334,12 +332,12 @@ def segment_config(args: argparse.Namespace) -> dict:
 
 def _cmd_segment(args: argparse.Namespace) -> int:
     from daskgmm.config import preflight, validate
-    from pipelines import PIPELINES
+    from pipelines import runner
 
     config = validate(segment_config(args))
     preflight(config)
     with _progress_bar(config, enabled=not args.quiet) as progress:
-        result = PIPELINES["segment_image"](config, progress=progress)
+        result = runner("segment_image")(config, progress=progress)
     _print_result(result, args.json, config.output.directory)
     return EXIT_OK
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,7 +35,32 @@ from pydantic_core import PydanticCustomError
 
 from daskgmm._params import BY_NAME, PARAMS, Param
 
-PIPELINES = ("cluster", "segment_image", "select_model")
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A pipeline a job file may name (``pipeline:``).
+
+    Attributes
+    ----------
+    module : str
+        The module of the ``pipelines`` package whose ``run(config, *,
+        resume=False, progress=None) -> dict`` runs it.
+    checkpointed : bool
+        Whether it writes a checkpoint with ``output.checkpoint`` and resumes from
+        it with ``--resume``.
+    """
+
+    module: str
+    checkpointed: bool = False
+
+
+# The one registry of pipelines: a new pipeline is a module with a run() and a line
+# here; the job schema's allowed names come from it.
+PIPELINES: dict[str, Pipeline] = {
+    "cluster": Pipeline("cluster", checkpointed=True),
+    "segment_image": Pipeline("segment_image"),
+    "select_model": Pipeline("select_model", checkpointed=True),
+}
 # Option types shared with the estimator's parameter table.
 CovarianceType = Literal[BY_NAME["covariance_type"].options]
 ScaleMethod = Literal[BY_NAME["scale"].options]
@@ -343,7 +369,7 @@ _NOT_FOR_SEGMENT = {
 class JobConfig(_Block):
     """A whole job."""
 
-    pipeline: Literal["cluster", "segment_image", "select_model"] = "cluster"
+    pipeline: Literal[tuple(PIPELINES)] = "cluster"
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
@@ -440,10 +466,11 @@ class JobConfig(_Block):
 
     @model_validator(mode="after")
     def _checkpoint_supported(self) -> JobConfig:
-        if self.output.checkpoint and self.pipeline == "select_model":
+        if self.output.checkpoint and not PIPELINES[self.pipeline].checkpointed:
             raise ValueError(
-                "output.checkpoint is for pipeline: cluster (a sweep is not "
-                "checkpointed; it costs about one fit)"
+                f"output.checkpoint is not used by pipeline: {self.pipeline}; "
+                "checkpointed pipelines: "
+                + ", ".join(n for n, p in PIPELINES.items() if p.checkpointed)
             )
         return self
 
@@ -731,13 +758,10 @@ def preflight(config: JobConfig, *, resume: bool = False) -> None:
         The message names the field path or the option.
     """
     if resume:
-        if config.pipeline == "select_model":
+        if not PIPELINES[config.pipeline].checkpointed:
             raise ConfigError(
-                "--resume is for checkpointed cluster jobs; run the sweep again"
-            )
-        if config.pipeline == "segment_image":
-            raise ConfigError(
-                "--resume: segment_image jobs are not checkpointed; run without --resume"
+                f"--resume: {config.pipeline} jobs are not checkpointed; run without "
+                "--resume"
             )
         if not config.output.checkpoint:
             raise ConfigError("--resume needs output.checkpoint: true in the job file")

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,13 @@ import dask.array as da
 import numpy as np
 
 from daskgmm import _chunks as C
-from daskgmm.config import ClusterConfig, DataConfig, JobConfig, OutputConfig
+from daskgmm.config import (
+    ClusterConfig,
+    DataConfig,
+    JobConfig,
+    OutputConfig,
+    checkpoint_path,
+)
 from daskgmm.fitted import (
     FittedMixture,
     as_fitted,
@@ -432,18 +438,6 @@ def kmeans_comparison(
     return comparison
 
 
-class Timer:
-    """Wall-clock seconds of a block: ``with Timer() as t: ...; t.seconds``."""
-
-    def __enter__(self) -> Timer:
-        self._start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self._start
-
-
 def model_params(config: JobConfig) -> dict:
     """``GaussianMixture`` keyword arguments from the model and features blocks.
 
@@ -461,3 +455,144 @@ def model_params(config: JobConfig) -> dict:
         columns.index(c) if isinstance(c, str) else c for c in features.log1p
     ] or None
     return params
+
+
+###############################################################################
+# The job context: what every pipeline does around its own work
+
+
+# Rows of the data sample drawn for a report's pictures.
+REPORT_ROWS = 20_000
+
+
+@dataclass
+class JobContext:
+    """One running job: its configuration, its data, the temporary directory its
+    outputs go to (renamed to ``output.directory`` when the job ends well) and the
+    writers every pipeline shares.
+
+    Made by :func:`job`; pipelines write with :meth:`path`, :meth:`write_json`,
+    :meth:`save_model` and :meth:`write_fit_outputs`, and return :meth:`result`.
+    """
+
+    config: JobConfig
+    directory: str
+    data: Any = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int | None:
+        return self.config.model.random_state
+
+    def path(self, name: str) -> str:
+        """Where an output called ``name`` is written (in the temporary directory)."""
+        return os.path.join(self.directory, name)
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Record the wall-clock seconds of a block as ``timings[name]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = time.perf_counter() - start
+
+    def write_json(self, name: str, payload: dict) -> str:
+        path = self.path(name)
+        write_json(path, payload)
+        return path
+
+    def save_model(self, model: Any, extra: dict | None = None) -> None:
+        """The model directory, when ``output.model`` asks for it."""
+        if self.config.output.model:
+            self.outputs["model"] = model.save(self.path("model"), extra=extra)
+
+    def write_fit_outputs(
+        self,
+        model: Any,
+        metrics: dict,
+        *,
+        json_extra: dict | None = None,
+        report: dict | None = None,
+    ) -> dict:
+        """What a fitted model's job writes: predictions of every row, the model,
+        the k-means comparison, ``metrics.json`` (with ``json_extra``) and the
+        report (with ``report``'s extra keyword arguments); the metrics."""
+        data, out = self.data, self.config.output
+        self.outputs.update(write_predictions(model, data, out, self.directory))
+        self.save_model(model)
+        comparison = kmeans_comparison(model, data.X, out, self.seed)
+        if comparison is not None:
+            metrics["kmeans"] = comparison
+        self.write_json("metrics.json", {**metrics, **(json_extra or {})})
+        if out.report:
+            from daskgmm.report import write_report
+
+            hidden = ("kmeans", *(report or {}).pop("hide_metrics", ()))
+            write_report(
+                model,
+                sample_rows(data.X, REPORT_ROWS, self.seed),
+                self.path("report"),
+                metrics={k: v for k, v in metrics.items() if k not in hidden},
+                feature_names=data.feature_names,
+                comparison=comparison,
+                **(report or {}),
+            )
+            self.outputs["report"] = self.path(os.path.join("report", "report.md"))
+        return metrics
+
+    def result(self, summary: dict) -> dict:
+        """``summary`` with the final paths of the outputs (as they will be after
+        the temporary directory is renamed)."""
+        final = self.config.output.directory
+        outputs = {
+            name: path.replace(self.directory, final)
+            for name, path in self.outputs.items()
+        }
+        return {**summary, "outputs": outputs}
+
+
+@contextlib.contextmanager
+def job(
+    config: JobConfig, opener: Callable[[JobConfig], Any] | None = None
+) -> Iterator[JobContext]:
+    """The context of a job: outputs checked before any work, its data opened
+    (``opener``, by default :func:`open_data` of ``config.data``), the cluster
+    connected, a temporary output directory renamed to ``output.directory`` when
+    the block ends well and removed otherwise."""
+    out = config.output
+    check_output(out)
+    data = opener(config) if opener is not None else open_data(config.data)
+    if isinstance(data, JobData):
+        logger.info("data: %s, %s features", data.description, data.X.shape[1])
+    from daskgmm.io import atomic_path
+
+    with (
+        connect(config.cluster),
+        atomic_path(out.directory, overwrite=out.overwrite) as tmp,
+    ):
+        os.makedirs(tmp)
+        yield JobContext(config, tmp, data)
+
+
+def job_checkpoint(config: JobConfig) -> Any:
+    """The checkpoint of a checkpointed job (``output.checkpoint``), else None.
+
+    Its fingerprint holds every setting that changes the fitted numbers (the
+    parameter table's ``numeric`` ones), so a checkpoint of another job is refused.
+    """
+    if not config.output.checkpoint:
+        return None
+    from daskgmm._params import names_where
+    from daskgmm.checkpoint import Checkpoint, fingerprint
+
+    blocks = [
+        config.pipeline,
+        config.data.model_dump(),
+        config.model.model_dump(exclude=set(names_where(numeric=False))),
+        config.features.model_dump(),
+    ]
+    if config.select is not None:
+        blocks.append(config.select.model_dump())
+    return Checkpoint(checkpoint_path(config), fingerprint(*blocks))

@@ -39,7 +39,7 @@ import numpy as np
 from daskgmm import exceptions
 from daskgmm._em import Parameters
 from daskgmm._kernels import COVARIANCE_TYPES
-from daskgmm._params import PARAMS
+from daskgmm._params import DEFAULTS
 from daskgmm._preprocess import Scaling
 from daskgmm._validation import precision_shape
 from daskgmm.fitted import FittedMixture, from_attributes
@@ -67,13 +67,10 @@ SCALED_ARRAYS = {
     "scaled_covariances": "covariances",
     "scaled_precisions_cholesky": "precisions_cholesky",
 }
-# Every parameter's default (from the parameter table): what a file that does not
-# store a parameter means.
-_DEFAULTS = {param.name: param.default for param in PARAMS}
 # Parameters left out of model.json at their default, so that files of models
 # without preprocessing stay as they were (and readable by older versions).
 _OMITTED_DEFAULTS = {
-    name: _DEFAULTS[name] for name in ("scale", "log1p", "nan_policy", "kernel")
+    name: DEFAULTS[name] for name in ("scale", "log1p", "nan_policy", "kernel")
 }
 FIT_DTYPES = ("float32", "float64")
 _NON_FINITE = ("inf", "-inf", "nan")
@@ -606,7 +603,7 @@ def _decode_params(
     section: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
 ) -> dict[str, Any]:
     """Estimator parameters from their JSON form; raises ValueError naming one."""
-    valid = [param.name for param in PARAMS]
+    valid = list(DEFAULTS)
     unknown = sorted(set(section) - set(valid))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown}")
@@ -830,7 +827,7 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], FittedMixture]:
     if problem is not None:
         raise ValueError(f"{npz_path} {problem}; {_CORRUPT}")
     try:
-        params = {**_DEFAULTS, **_decode_params(params_json, arrays)}
+        params = {**DEFAULTS, **_decode_params(params_json, arrays)}
         fitted = _decode_fitted(fitted_json)
         k, ctype = params["n_components"], params["covariance_type"]
         problem = _params_problem(k, ctype) or _data_problem(

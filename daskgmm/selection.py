@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 from daskgmm import _kernels as K
 from daskgmm import exceptions
-from daskgmm._params import check_params
+from daskgmm._params import check_params, names_where
 from daskgmm._plan import FitPlan, one_blas_thread_per_task, plan_fit, verbose_logging
 from daskgmm._runner import Candidate, Outcome, Sweep, run_candidates
 from daskgmm._validation import check_random_state
@@ -47,9 +47,10 @@ TABLE_COLUMNS = (
     "error",
     "best",
 )
-# Parameters that name one candidate; the sweep sets them itself.
-_CANDIDATE_PARAMS = ("n_components", "covariance_type")
-_REFUSED_PARAMS = ("weights_init", "means_init", "precisions_init", "warm_start")
+# Parameters that name one candidate (the sweep sets them itself) and those that
+# depend on one candidate (refused).
+_CANDIDATE_PARAMS = names_where(sweep="candidate")
+_REFUSED_PARAMS = names_where(sweep="refused")
 
 
 @dataclass

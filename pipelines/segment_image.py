@@ -19,15 +19,8 @@ from daskgmm import GaussianMixture
 from daskgmm._chunks import SEGMENT_STRIP_BYTES
 from daskgmm._em import RunResult
 from daskgmm.config import DataConfig, JobConfig, SegmentConfig
-from daskgmm.io import atomic_path, read_image
-from daskgmm.jobs import (
-    JobError,
-    Timer,
-    check_output,
-    connect,
-    model_params,
-    write_json,
-)
+from daskgmm.io import read_image
+from daskgmm.jobs import JobError, job, model_params
 from daskgmm.segment import (
     PixelFeatures,
     channel_scale,
@@ -66,6 +59,33 @@ def _features(seg: SegmentConfig) -> PixelFeatures:
     )
 
 
+def _open(config: JobConfig) -> tuple:
+    """The image, its description and storage tiles, the pixel features and the
+    mask of a segment_image job, checked before any work."""
+    seg = config.segment or SegmentConfig()
+    image, description, tile = open_image(config.data)
+    n_channels = image.shape[2]
+    features = _features(seg)
+    features.check(n_channels)
+    mask = None
+    if seg.mask is not None:
+        if not os.path.exists(seg.mask):
+            raise JobError(f"segment.mask: not found: {seg.mask}")
+        mask = prepare_mask(
+            read_image(seg.mask, strip_bytes=SEGMENT_STRIP_BYTES), image
+        )
+    logger.info(
+        "image: %s, %d x %d pixels, %d channel(s) of %s; features %s",
+        description,
+        image.shape[0],
+        image.shape[1],
+        n_channels,
+        image.dtype,
+        ", ".join(features.names(n_channels)),
+    )
+    return image, description, tile, features, mask
+
+
 def run(
     config: JobConfig,
     *,
@@ -87,33 +107,10 @@ def run(
         raise JobError("segment_image jobs are not checkpointed; run without --resume")
     out = config.output
     seg = config.segment or SegmentConfig()
-    check_output(out)
     started = time.perf_counter()
-    image, description, tile = open_image(config.data)
-    height, width, n_channels = image.shape
-    features = _features(seg)
-    features.check(n_channels)
-    mask = None
-    if seg.mask is not None:
-        if not os.path.exists(seg.mask):
-            raise JobError(f"segment.mask: not found: {seg.mask}")
-        mask = prepare_mask(
-            read_image(seg.mask, strip_bytes=SEGMENT_STRIP_BYTES), image
-        )
-    logger.info(
-        "image: %s, %d x %d pixels, %d channel(s) of %s; features %s",
-        description,
-        height,
-        width,
-        n_channels,
-        image.dtype,
-        ", ".join(features.names(n_channels)),
-    )
-    with (
-        connect(config.cluster),
-        atomic_path(out.directory, overwrite=out.overwrite) as tmp,
-    ):
-        os.makedirs(tmp)
+    with job(config, _open) as ctx:
+        image, description, tile, features, mask = ctx.data
+        height, width, n_channels = image.shape
         scale = channel_scale(image, features, mask)
         X = fit_pixels(
             image,
@@ -130,7 +127,7 @@ def run(
             if progress is not None:
                 progress(init, state)
 
-        with Timer() as fit_timer:
+        with ctx.timed("fit"):
             model = GaussianMixture(**model_params(config)).fit(
                 X, iteration_callback=record
             )
@@ -138,7 +135,7 @@ def run(
         result = segment_image(
             image,
             model,
-            tmp,
+            ctx.directory,
             features=features,
             scale=scale,
             mask=mask,
@@ -158,13 +155,11 @@ def run(
             "nodata": features.nodata,
             "mask": seg.mask,
         }
-        outputs = dict(result["outputs"])
-        if out.model:
-            outputs["model"] = model.save(
-                os.path.join(tmp, "model"),
-                extra={"segment": {"image": description, "features": feature_info}},
-            )
-        outputs["summary"] = os.path.join(tmp, "summary.json")
+        ctx.outputs.update(result["outputs"])
+        ctx.save_model(
+            model, extra={"segment": {"image": description, "features": feature_info}}
+        )
+        ctx.outputs["summary"] = ctx.path("summary.json")
         summary = {
             "image": {
                 "source": description,
@@ -188,13 +183,11 @@ def run(
             "preview": result["preview"],
             "segments": result["segments"],
             "timings": _timings(
-                height * width, fit_timer.seconds, ticks, result["timings"], started
+                height * width, ctx.timings["fit"], ticks, result["timings"], started
             ),
-            "outputs": {
-                name: path.replace(tmp, out.directory) for name, path in outputs.items()
-            },
         }
-        write_json(outputs["summary"], summary)
+        summary = ctx.result(summary)
+        ctx.write_json("summary.json", summary)
     logger.info(
         "done: %d segments of %d x %d pixels in %.1f s; output in %s",
         model.n_components,

@@ -260,7 +260,7 @@ def test_a_bad_filter_exits_2(tmp_path, filters, message):
         ),
         (
             ["pipeline=select_model", "output.checkpoint=false"],
-            "--resume is for checkpointed cluster jobs; run the sweep again",
+            "--resume needs output.checkpoint: true in the job file",
         ),
     ],
     ids=["no-checkpoint", "checkpoint-off", "select_model"],

@@ -340,7 +340,7 @@ def test_sweep_config_runs_and_writes_the_table_and_report(tmp_path):
     assert model["params"]["n_components"] == 4
 
 
-def test_sweep_refuses_initial_parameters_and_resume(tmp_path):
+def test_sweep_job_refuses_initial_parameters(tmp_path):
     from tests.test_cli import REPO, daskgmm_cmd
 
     out = tmp_path / "out"
@@ -356,7 +356,25 @@ def test_sweep_refuses_initial_parameters_and_resume(tmp_path):
     result = daskgmm_cmd(*base, "--set", "model.weights_init=[0.5,0.5]")
     assert result.returncode == 1
     assert "model.weights_init is not used by select_model" in result.stderr
-    result = daskgmm_cmd(*base, "--resume")
-    assert result.returncode == 2
-    assert "--resume is for checkpointed cluster jobs" in result.stderr
     assert not out.exists()
+
+
+def test_a_sweep_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(
+    tmp_path, blobs
+):
+    from daskgmm.checkpoint import Checkpoint
+
+    X, _ = blobs
+    grid = dict(n_components=[1, 2, 4], covariance_types=["full", "diag"])
+    kwargs = dict(random_state=3, tol=0.0, n_init=2, **grid)
+    straight = _quiet_select(X, max_iter=8, **kwargs)
+    checkpoint = Checkpoint(str(tmp_path / "ckpt"), "sweep")
+    _quiet_select(X, max_iter=3, checkpoint=checkpoint, **kwargs)
+    states = checkpoint.read()
+    assert len(states) == 6 * 2  # every run of every candidate
+    assert {s.n_iter for s in states} == {3}
+    resumed = _quiet_select(X, max_iter=8, checkpoint=checkpoint, resume=True, **kwargs)
+    assert resumed.table["bic"].tolist() == straight.table["bic"].tolist()
+    for key, model in straight.models_.items():
+        assert resumed.models_[key].lower_bounds_ == model.lower_bounds_
+        np.testing.assert_array_equal(resumed.models_[key].means_, model.means_)
