@@ -43,24 +43,16 @@ import tempfile
 import time
 import warnings
 
+import _common
 import numpy as np
+from _common import CASES, N_COMPONENTS
 
-CASES = {
-    "a": (2_000_000, 3),
-    "b": (1_000_000, 16),
-    "c": (200_000, 64),
-}
-N_COMPONENTS = 8
 MODES = ("threads", "cluster", "zarr")
 
 
 def make_data(n: int, d: int, seed: int = 0) -> np.ndarray:
     """Rows of a random mixture of ``N_COMPONENTS`` Gaussians (pixel-like for d=3)."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=4.0, size=(N_COMPONENTS, d))
-    scales = rng.uniform(0.5, 2.0, size=(N_COMPONENTS, d))
-    labels = rng.integers(N_COMPONENTS, size=n)
-    return centers[labels] + rng.normal(size=(n, d)) * scales[labels]
+    return _common.mixture_rows(np.random.default_rng(seed), n, d, N_COMPONENTS)[0]
 
 
 def start_point(X: np.ndarray) -> dict:
@@ -85,27 +77,14 @@ def time_fit(
     model = None
     for _ in range(repeats):
         model = cls(**params)
-        tic = time.perf_counter()
-        model.fit(X)
-        times.append(time.perf_counter() - tic)
+        times.append(_common.timed(lambda model=model: model.fit(X))[0])
     return statistics.median(times), float(model.lower_bound_)
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
-
-
 def run_threads(X: np.ndarray, common: dict, repeats: int) -> dict:
-    import dask
-
     from daskgmm import GaussianMixture
 
-    with dask.config.set(scheduler="threads"):
+    with _common.threads():
         seconds, bound = time_fit(GaussianMixture, common, X, repeats, warmup=True)
     return {"threads": seconds, "threads_bound": bound}
 
@@ -113,7 +92,7 @@ def run_threads(X: np.ndarray, common: dict, repeats: int) -> dict:
 def run_cluster(X: np.ndarray, common: dict, repeats: int, n_workers: int) -> dict:
     import dask
     import dask.array as da
-    from distributed import Client, LocalCluster, wait
+    from distributed import wait
 
     from daskgmm import GaussianMixture
     from daskgmm.jobs import worker_allocator_settings
@@ -123,13 +102,7 @@ def run_cluster(X: np.ndarray, common: dict, repeats: int, n_workers: int) -> di
     with (
         # The embedded cluster's worker setting (daskgmm run does the same).
         dask.config.set(worker_allocator_settings(None, n_workers)),
-        LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
+        _common.local_client(n_workers) as client,
     ):
         Xd = client.persist(da.from_array(X, chunks=(rows, X.shape[1])))
         wait(Xd)
@@ -138,7 +111,6 @@ def run_cluster(X: np.ndarray, common: dict, repeats: int, n_workers: int) -> di
 
 
 def run_zarr(X: np.ndarray, common: dict, repeats: int, directory: str) -> dict:
-    import dask
     import dask.array as da
 
     from daskgmm import GaussianMixture
@@ -155,8 +127,8 @@ def run_zarr(X: np.ndarray, common: dict, repeats: int, directory: str) -> dict:
             overwrite=True,
         )
         Z = read_zarr(path)
-        with dask.config.set(scheduler="threads"):
-            out[f"{label}_bare"] = _median_seconds(
+        with _common.threads():
+            out[f"{label}_bare"] = _common.median_seconds(
                 lambda Z=Z: Z.sum().compute(), max(repeats, 5)
             )
             seconds, bound = time_fit(

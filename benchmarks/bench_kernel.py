@@ -17,22 +17,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import _common
 import numpy as np
+from _common import CASES, N_COMPONENTS
 from threadpoolctl import threadpool_limits
 
 from daskgmm import _compiled, _kernels
-
-CASES = {
-    "a": (2_000_000, 3),
-    "b": (1_000_000, 16),
-    "c": (200_000, 64),
-}
-N_COMPONENTS = 8
 
 
 def make_problem(
@@ -40,10 +34,7 @@ def make_problem(
 ) -> tuple[np.ndarray, _kernels.KernelParams]:
     """Rows of a random mixture and perturbed parameters of that mixture."""
     rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=4.0, size=(N_COMPONENTS, d))
-    scales = rng.uniform(0.5, 2.0, size=(N_COMPONENTS, d))
-    labels = rng.integers(N_COMPONENTS, size=n)
-    X = centers[labels] + rng.normal(size=(n, d)) * scales[labels]
+    X, centers, scales = _common.mixture_rows(rng, n, d, N_COMPONENTS)
     means = centers + rng.normal(scale=0.3, size=centers.shape)
     a = rng.normal(size=(N_COMPONENTS, d, d)) / np.sqrt(d)
     full = a @ a.transpose(0, 2, 1) * 0.2 + np.stack([np.diag(s**2) for s in scales])
@@ -71,12 +62,7 @@ def run(kernel: Callable, X: np.ndarray, kp, threads: int) -> dict:
 
 
 def median_seconds(kernel: Callable, X: np.ndarray, kp, threads: int, repeats: int):
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        run(kernel, X, kp, threads)
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
+    return _common.median_seconds(lambda: run(kernel, X, kp, threads), repeats)
 
 
 def max_rel_diff(a: dict, b: dict) -> float:
@@ -115,7 +101,7 @@ def main() -> None:
             for ctype in args.types:
                 X, kp = make_problem(n, d, ctype)
                 tic = time.perf_counter()
-                got = _compiled.estep_block(X[:1000], kp)
+                _compiled.estep_block(X[:1000], kp)
                 first = time.perf_counter() - tic
                 rel = max_rel_diff(
                     _compiled.estep_block(X, kp), _kernels.estep_block(X, kp)

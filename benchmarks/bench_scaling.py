@@ -25,14 +25,13 @@ import statistics
 import time
 import warnings
 
+import _common
 import numpy as np
 
 
 def make_rows(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=4.0, size=(k, d))
-    labels = rng.integers(k, size=n)
-    return centers[labels] + rng.normal(size=(n, d))
+    return _common.mixture_rows(rng, n, d, k, scaled=False)[0]
 
 
 def start(d: int, k: int, seed: int = 1) -> dict:
@@ -54,22 +53,14 @@ def seconds_per_iter(X, k: int, iters: int, repeats: int, **kw) -> float:
         model = GaussianMixture(k, tol=0, max_iter=iters, **start(d, k), **kw)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            tic = time.perf_counter()
-            model.fit(X)
-            times.append((time.perf_counter() - tic) / iters)
+            times.append(_common.timed(lambda model=model: model.fit(X))[0] / iters)
     return statistics.median(times)
 
 
 def zarr_rows(folder: str, n: int, d: int = 3) -> str:
     """A Zarr store of n x d rows of a K=8 mixture, written once (chunk by chunk)."""
-    from daskgmm.datasets import write_gmm
-
     path = os.path.join(folder, f"scaling-{n}x{d}.zarr")
-    marker = os.path.join(path, ".complete")
-    if not os.path.exists(marker):
-        write_gmm(path, n, d, 8, chunks=1 << 20, overwrite=True)
-        open(marker, "w").close()
-    return path
+    return _common.write_gmm_once(path, n, d, 8, chunks=1 << 20)
 
 
 def part_n(args: argparse.Namespace) -> None:
@@ -140,9 +131,7 @@ def main() -> None:
     parser.add_argument("--max-rows", type=int, default=10**8)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--dir", default=os.path.join(os.path.dirname(__file__), "_data")
-    )
+    parser.add_argument("--dir", default=_common.DATA_DIR)
     args = parser.parse_args()
 
     import dask

@@ -23,27 +23,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 import warnings
+
+import _common
 
 KS = range(1, 11)
 FIT = dict(covariance_type="full", random_state=0, persist=False, max_iter=100)
-
-
-def _store(path: str, rows: int, features: int) -> str:
-    from daskgmm.datasets import write_gmm
-
-    marker = os.path.join(path, ".complete")
-    if not os.path.exists(marker):
-        write_gmm(path, rows, features, 6, chunks=262_144, overwrite=True)
-        open(marker, "w").close()
-    return path
-
-
-def _timed(fn):
-    tic = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - tic, out
 
 
 def main() -> None:
@@ -51,9 +36,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4_000_000)
     parser.add_argument("--features", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--dir", default=os.path.join(os.path.dirname(__file__), "_data")
-    )
+    parser.add_argument("--dir", default=_common.DATA_DIR)
     args = parser.parse_args()
 
     import dask
@@ -63,13 +46,15 @@ def main() -> None:
 
     warnings.simplefilter("ignore", ConvergenceWarning)
     dask.config.set(scheduler="threads")
-    path = _store(
+    path = _common.write_gmm_once(
         os.path.join(args.dir, f"selection-{args.rows}x{args.features}.zarr"),
         args.rows,
         args.features,
+        6,
+        chunks=262_144,
     )
     X = read_zarr(path, "X")
-    bare = statistics.median(_timed(lambda: X.sum().compute())[0] for _ in range(3))
+    bare = _common.median_seconds(lambda: X.sum().compute(), 3)
 
     # Untimed: loads (or compiles, on a first run) the compiled E-step kernel.
     GaussianMixture(2, **{**FIT, "max_iter": 1}).fit(X[:10_000])
@@ -77,15 +62,17 @@ def main() -> None:
     single_times, sweep_times = [], []
     single = sweep = None
     for _ in range(args.repeats):
-        seconds, single = _timed(lambda: GaussianMixture(10, **FIT).fit(X))
+        seconds, single = _common.timed(lambda: GaussianMixture(10, **FIT).fit(X))
         single_times.append(seconds)
-        seconds, sweep = _timed(lambda: select_model(X, KS, ("full",), **_sweep_kw()))
+        seconds, sweep = _common.timed(
+            lambda: select_model(X, KS, ("full",), **_sweep_kw())
+        )
         sweep_times.append(seconds)
     seq_seconds = 0.0
     seq_passes = 0
     worst = 0.0
     for k in KS:
-        seconds, model = _timed(lambda k=k: GaussianMixture(k, **FIT).fit(X))
+        seconds, model = _common.timed(lambda k=k: GaussianMixture(k, **FIT).fit(X))
         seq_seconds += seconds
         seq_passes += model.n_iter_ + 2
         row = sweep.table[sweep.table["n_components"] == k].iloc[0]

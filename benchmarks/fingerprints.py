@@ -22,7 +22,6 @@ files made on the same machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fnmatch
 import hashlib
 import json
@@ -32,11 +31,13 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import _common
 import numpy as np
+from _common import threads
 
 MAX_ITER = 50
 TOL = 1e-8
@@ -126,18 +127,8 @@ def gmm_data(
 
 
 def gmm_numpy(n: int, d: int, k: int, **kwargs: Any) -> np.ndarray:
-    import dask
-
-    with dask.config.set(scheduler="threads"):
+    with threads():
         return np.asarray(gmm_data(n, d, k, **kwargs).compute())
-
-
-@contextlib.contextmanager
-def threads() -> Iterator[None]:
-    import dask
-
-    with dask.config.set(scheduler="threads"):
-        yield
 
 
 def gmm(k: int, **params: Any):
@@ -180,14 +171,22 @@ def case_a_numpy_kernel() -> dict:
         return {"em_a_kernel_numpy": fingerprint(model, X)}
 
 
-def case_covariance_types() -> dict:
-    X = gmm_numpy(50_000, 5, 4, seed=1)
-    out = {}
-    with threads():
-        for ctype in ("full", "tied", "diag", "spherical"):
-            model = gmm(4, covariance_type=ctype).fit(X)
-            out[f"cov_{ctype}"] = fingerprint(model, X)
-    return out
+def case_each(
+    seed: int, prefix: str, param: str, values: tuple[str, ...]
+) -> Callable[[], dict]:
+    """K=4 fits of the same data (``seed``), one per value of the parameter ``param``;
+    the rows are named ``{prefix}_{value}``."""
+
+    def run() -> dict:
+        X = gmm_numpy(50_000, 5, 4, seed=seed)
+        out = {}
+        with threads():
+            for value in values:
+                model = gmm(4, **{param: value}).fit(X)
+                out[f"{prefix}_{value}"] = fingerprint(model, X)
+        return out
+
+    return run
 
 
 def case_n_init() -> dict:
@@ -195,16 +194,6 @@ def case_n_init() -> dict:
     with threads():
         model = gmm(4, n_init=3, init_params="k-means++").fit(X)
         return {"n_init_3": fingerprint(model, X)}
-
-
-def case_init_params() -> dict:
-    X = gmm_numpy(50_000, 5, 4, seed=3)
-    out = {}
-    with threads():
-        for init in ("kmeans", "k-means++", "random", "random_from_data"):
-            model = gmm(4, init_params=init).fit(X)
-            out[f"init_{init}"] = fingerprint(model, X)
-    return out
 
 
 def case_sample_weight() -> dict:
@@ -266,19 +255,8 @@ def case_select_model() -> dict:
 
 
 def case_cluster() -> dict:
-    from distributed import Client, LocalCluster
-
     X = gmm_data(100_000, 3, 5, seed=9, chunks=50_000)
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster),
-    ):
+    with _common.local_client(2, processes=True):
         model = gmm(5).fit(X)
         return {"cluster_2x1": fingerprint(model, X)}
 
@@ -323,9 +301,13 @@ CASES: dict[str, Callable[[], dict]] = {
     "em_c": case_bench("c"),
     "em_a_dask": case_a_dask,
     "em_a_kernel_numpy": case_a_numpy_kernel,
-    "covariance_types": case_covariance_types,
+    "covariance_types": case_each(
+        1, "cov", "covariance_type", ("full", "tied", "diag", "spherical")
+    ),
     "n_init": case_n_init,
-    "init_params": case_init_params,
+    "init_params": case_each(
+        3, "init", "init_params", ("kmeans", "k-means++", "random", "random_from_data")
+    ),
     "sample_weight": case_sample_weight,
     "nan_omit": case_nan_omit,
     "scale_log1p": case_scale_log1p,

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
 import time
 import warnings
 
+import _common
 import numpy as np
 
 N_FEATURES = 8
@@ -33,32 +33,20 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-class MemorySampler:
+class MemorySampler(_common.Sampler):
     """Samples every worker's RSS in a background thread; keeps the peak per worker."""
 
     def __init__(self, client, interval: float = 0.2) -> None:
+        super().__init__(interval)
         self.client = client
-        self.interval = interval
         self.peak: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                for addr, rss in self.client.run(_rss).items():
-                    self.peak[addr] = max(self.peak.get(addr, 0), rss)
-            except Exception:  # a worker being restarted: counted elsewhere
-                pass
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        try:
+            for addr, rss in self.client.run(_rss).items():
+                self.peak[addr] = max(self.peak.get(addr, 0), rss)
+        except Exception:  # a worker being restarted: counted elsewhere
+            pass
 
 
 def ensure_data(directory: str, gib: float) -> tuple[str, str, int]:
@@ -104,9 +92,7 @@ def timed_fit(X, init: dict, iters: int):
     model = GaussianMixture(
         N_COMPONENTS, max_iter=iters, tol=0.0, persist=False, **init
     )
-    tic = time.perf_counter()
-    model.fit(X)
-    return model, (time.perf_counter() - tic) / iters
+    return model, _common.timed(lambda: model.fit(X))[0] / iters
 
 
 def main() -> None:
@@ -114,15 +100,11 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=4.0)
     parser.add_argument("--memory-limit", default="256MiB")
     parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument(
-        "--dir", default=os.path.join(os.path.dirname(__file__), "_data")
-    )
+    parser.add_argument("--dir", default=_common.DATA_DIR)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
 
-    import dask
     from dask.utils import parse_bytes
-    from distributed import Client, LocalCluster
 
     from daskgmm import GaussianMixture
     from daskgmm.io import read_parquet, read_zarr
@@ -134,31 +116,18 @@ def main() -> None:
     columns = [f"x_{i}" for i in range(N_FEATURES)]
     data_bytes = n * N_FEATURES * 8
 
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            memory_limit=limit,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with _common.local_client(2, memory_limit=limit) as client:
         pids = client.run(os.getpid)
         rows = []
         with MemorySampler(client) as sampler:
-            Xz = read_zarr(zarr_path, "X")
-            tic = time.perf_counter()
-            Xz.sum().compute()
-            bare = time.perf_counter() - tic
-            model_z, per_iter_z = timed_fit(Xz, init, args.iters)
-            rows.append(("zarr", per_iter_z, bare, model_z))
-            Xp = read_parquet(pq_path, columns)
-            tic = time.perf_counter()
-            Xp.sum().compute()
-            bare_p = time.perf_counter() - tic
-            model_p, per_iter_p = timed_fit(Xp, init, args.iters)
-            rows.append(("parquet", per_iter_p, bare_p, model_p))
+            for name, open_store in (
+                ("zarr", lambda: read_zarr(zarr_path, "X")),
+                ("parquet", lambda: read_parquet(pq_path, columns)),
+            ):
+                X = open_store()
+                bare, _ = _common.timed(lambda X=X: X.sum().compute())
+                model, per_iter = timed_fit(X, init, args.iters)
+                rows.append((name, per_iter, bare, model))
         restarted = client.run(os.getpid) != pids
         peaks = sampler.peak
 
@@ -185,7 +154,7 @@ def main() -> None:
         f"zarr vs parquet lower bound: relative difference {abs(lb_z - lb_p) / abs(lb_z):.1e}"
     )
 
-    with dask.config.set(scheduler="threads"):
+    with _common.threads():
         head = read_zarr(zarr_path, "X")[:1_000_000]
         in_memory = np.asarray(head)
         a = GaussianMixture(N_COMPONENTS, max_iter=3, tol=0.0, **init).fit(in_memory)

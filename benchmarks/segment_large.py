@@ -21,26 +21,23 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import threading
 import time
 import warnings
 
+import _common
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(HERE, "_data")
+DATA = _common.DATA_DIR
 TILE = 256
 BASE = 2048  # the photo upsampled to BASE x BASE, then mirrored into 2·BASE tiles
 
 
-class MemorySampler:
+class MemorySampler(_common.Sampler):
     """Peak of the summed RSS of this process and all its descendants (workers)."""
 
     def __init__(self, interval: float = 0.2) -> None:
-        self.interval = interval
+        super().__init__(interval)
         self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _total(self) -> int:
         import psutil
@@ -54,18 +51,8 @@ class MemorySampler:
                 pass
         return total
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._total())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        self.peak = max(self.peak, self._total())
 
 
 def _mirrored_photo() -> np.ndarray:
@@ -172,9 +159,7 @@ def main() -> None:
     megapixels = args.size**2 / 1e6
     with warnings.catch_warnings(), MemorySampler() as memory:
         warnings.simplefilter("ignore")  # "did not converge" at a small max_iter
-        started = time.perf_counter()
-        summary = run(config)
-        total = time.perf_counter() - started
+        total, summary = _common.timed(lambda: run(config))
     t = summary["timings"]
     float64_gb = args.size**2 * 3 * 8 / 1e9
     rows = [

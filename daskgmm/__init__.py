@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from daskgmm import exceptions
+from daskgmm._version import __version__
 from daskgmm.mixture import GaussianMixture
 from daskgmm.mixture import load_model as load
 from daskgmm.selection import ModelSelection, select_model
-
-try:
-    __version__ = version("daskgmm")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
 
 
 def __getattr__(name: str) -> object:

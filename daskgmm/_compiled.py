@@ -72,7 +72,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daskgmm._kernels import KernelParams, _row_weights, empty_stats
+from daskgmm._kernels import KernelParams, empty_stats, row_weights
 
 # Rows per sub-block, the SIMD lanes of every loop; a compile-time constant.
 SUB_ROWS = 256
@@ -1266,27 +1266,9 @@ def estep_block(
     block_index: int = 0,
     weights: np.ndarray | None = None,
 ) -> dict:
-    """E-step statistics of one block of rows, compiled; see ``_kernels.estep_block``.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n, d)
-        Rows, float32 or float64 (other dtypes are cast to float64; non-contiguous
-        blocks are copied); everything is accumulated in float64.
-    kp : KernelParams
-        From :func:`daskgmm._kernels.prepare`.
-    block_index : int
-        Position of the block, to locate the first non-finite row.
-    weights : ndarray of shape (n,), optional
-        Row weights; negative, NaN or infinite ones are counted and taken as 0.
-
-    Returns
-    -------
-    stats : dict
-        The same keys, shapes and meaning as :func:`daskgmm._kernels.estep_block`:
-        ``nk``, ``s1``, ``s2`` (shifted by the means of ``kp``), ``loglik``, ``n``,
-        ``w`` (total weight of the rows used), ``n_bad``, ``n_bad_weights``,
-        ``first_bad``.
+    """:func:`daskgmm._kernels.estep_block` compiled: the same arguments (``X`` in
+    float32 or float64, other dtypes cast to float64, non-contiguous blocks copied),
+    the same statistics.
 
     Raises
     ------
@@ -1323,7 +1305,7 @@ def _run(
         raise ValueError(f"X has {d} features but the mixture has {kp.n_features}")
     ctype = covariance_type or kp.covariance_type
     stats = empty_stats(kp.n_components, d, ctype)
-    w = _row_weights(weights, n, stats)
+    w = row_weights(weights, n, stats)
     if w is not None and w.size != n:
         raise ValueError(f"weights has {w.size} values for a block of {n} rows")
     stats["n"] = n

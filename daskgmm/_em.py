@@ -39,6 +39,10 @@ class Parameters:
     covariances: np.ndarray
     precisions_cholesky: np.ndarray
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Weights, means, covariances, precision Cholesky factors (in that order)."""
+        return self.weights, self.means, self.covariances, self.precisions_cholesky
+
 
 @dataclass
 class RunResult:
@@ -86,7 +90,7 @@ class DataPasses:
         # Seconds spent compiling or loading the compiled kernel before the passes.
         self.compile_seconds = 0.0
         self.sources = block_sources(X)
-        self._row_offsets = (
+        self.row_offsets = (
             np.concatenate([[0], np.cumsum(X.chunks[0])])
             if not any(math.isnan(c) for c in X.chunks[0])
             else None
@@ -196,15 +200,17 @@ class DataPasses:
                     f"every row of {self.name} ({n_bad}) has NaN or infinity; "
                     "nothing is left to fit with nan_policy='omit'"
                 )
-        if "w" in result and result["n"] > 0 and not result["w"] > 0:
+        # Without weights a total of 0 means no row was usable: the NaN error below.
+        weighted = self.weights is not None
+        if weighted and "w" in result and result["n"] > 0 and not result["w"] > 0:
             raise ValueError(
                 "sample_weight sums to zero; give at least one row a positive weight"
             )
         if not n_bad or self.nan_policy == "omit":
             return
         block, row = result["first_bad"]
-        if self._row_offsets is not None:
-            where = f" (first at row {int(self._row_offsets[block]) + row})"
+        if self.row_offsets is not None:
+            where = f" (first at row {int(self.row_offsets[block]) + row})"
         else:
             where = f" (first in row block {block}, row {row} of the block)"
         K.raise_non_finite(result["n_bad"], self.name, where)
@@ -618,7 +624,7 @@ def _best_log_prob(rows: np.ndarray, kp: K.KernelParams) -> np.ndarray:
     step = K.subblock_rows(kp.n_components, rows.shape[1])
     for start in range(0, rows.shape[0], step):
         x0 = rows[start : start + step] - kp.center
-        best = K._weighted_log_prob(x0, kp).max(axis=1)
+        best = K.weighted_log_prob(x0, kp).max(axis=1)
         out[start : start + step] = np.where(np.isnan(best), -np.inf, best)
     return out
 
@@ -775,35 +781,3 @@ def run_em_batched(
                 len(runs),
                 seconds,
             )
-
-
-def run_em(
-    passes: DataPasses,
-    start: Parameters,
-    *,
-    covariance_type: str,
-    tol: float,
-    reg_covar: float,
-    max_iter: int,
-    lower_bound: float = -np.inf,
-    verbose_interval: int = 10,
-    on_pass: Callable[[int], None] | None = None,
-    on_iteration: Callable[[RunResult], None] | None = None,
-) -> RunResult:
-    """EM from ``start`` until ``|Δ lower bound| < tol`` or ``max_iter`` passes.
-
-    As scikit-learn, the lower bound of iteration ``t`` is the mean log-likelihood
-    of the parameters before the ``t``-th M-step, and the returned parameters are
-    those after the last M-step. One candidate of :func:`run_em_batched`.
-    """
-    run = Run(start, covariance_type, tol, reg_covar, max_iter, lower_bound)
-    run_em_batched(
-        passes,
-        [run],
-        verbose_interval=verbose_interval,
-        on_pass=on_pass,
-        on_iteration=None
-        if on_iteration is None
-        else (lambda _, state: on_iteration(state)),
-    )
-    return run.result()

@@ -271,34 +271,6 @@ def plan_initial(
     )
 
 
-def initial_parameters(
-    method: str,
-    sample: Sample,
-    *,
-    n_components: int,
-    covariance_type: str,
-    reg_covar: float,
-    rng: np.random.RandomState,
-    full_pass: Callable[[Callable, object, str], dict],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Initial weights, means and covariances by ``method``, one at a time.
-
-    ``full_pass(kernel, params, name)`` runs a tree-reduced pass over all rows; the
-    other arguments are those of :func:`plan_initial`.
-    """
-    plan = plan_initial(
-        method,
-        sample,
-        n_components=n_components,
-        covariance_type=covariance_type,
-        reg_covar=reg_covar,
-        rng=rng,
-    )
-    if plan.kernel is None:
-        return plan.finish()
-    return plan.finish(full_pass(plan.kernel, plan.kernel_params, plan.name))
-
-
 def run_plans(passes: object, plans: list[InitPlan]) -> list[tuple]:
     """Finish initialisation plans; those needing a pass share one (``passes``)."""
     pending = [i for i, plan in enumerate(plans) if plan.kernel is not None]

@@ -82,7 +82,7 @@ def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
-def _quiet(func: Callable) -> Callable:
+def quiet(func: Callable) -> Callable:
     """Run a kernel with NumPy's invalid/overflow warnings off.
 
     Rows with NaN, inf or overflowing values are detected and reported by the kernels
@@ -391,7 +391,7 @@ def _indicator(k: int, d: int) -> np.ndarray:
     return ind
 
 
-def _weighted_log_prob(x0: np.ndarray, kp: KernelParams) -> np.ndarray:
+def weighted_log_prob(x0: np.ndarray, kp: KernelParams) -> np.ndarray:
     """``log π_k + log N(x | μ_k, Σ_k)`` for centred rows, shape (b, K)."""
     lp = _mahalanobis(x0, kp)
     lp *= -0.5
@@ -399,7 +399,7 @@ def _weighted_log_prob(x0: np.ndarray, kp: KernelParams) -> np.ndarray:
     return lp
 
 
-def _normalize_in_place(lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def normalize_in_place(lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Log-sum-exp over components; turns ``lp`` into responsibilities in place.
 
     Returns
@@ -507,7 +507,7 @@ def _mirror_lower(stats: dict, ctype: str) -> None:
         s2[..., h:, :h] = np.swapaxes(s2[..., :h, h:], -1, -2)
 
 
-def _row_weights(weights: np.ndarray | None, n: int, stats: dict) -> np.ndarray | None:
+def row_weights(weights: np.ndarray | None, n: int, stats: dict) -> np.ndarray | None:
     """Row weights as float64, bad ones (negative, NaN, inf) counted and zeroed.
 
     Also sets ``stats["w"]``, the total weight (the row count when unweighted).
@@ -524,7 +524,7 @@ def _row_weights(weights: np.ndarray | None, n: int, stats: dict) -> np.ndarray 
     return w
 
 
-def _note_bad_rows(
+def note_bad_rows(
     stats: dict,
     ok: np.ndarray,
     start: int,
@@ -548,14 +548,14 @@ def _note_bad_rows(
                 stats["w"] -= float(weights[start : start + ok.size][~ok].sum())
 
 
-def _centred(xb: np.ndarray, center: np.ndarray) -> np.ndarray:
+def centred(xb: np.ndarray, center: np.ndarray) -> np.ndarray:
     """Rows minus ``center`` in float64 in a scratch buffer (casts float32 on the fly)."""
     x0 = _scratch("x0", xb.shape)
     np.subtract(xb, center, out=x0, dtype=np.float64, casting="unsafe")
     return x0
 
 
-@_quiet
+@quiet
 def estep_block(
     X: np.ndarray,
     kp: KernelParams,
@@ -585,15 +585,15 @@ def estep_block(
     n, d = X.shape
     ctype = kp.covariance_type
     stats = empty_stats(kp.n_components, d, ctype)
-    w = _row_weights(weights, n, stats)
+    w = row_weights(weights, n, stats)
     rows = subblock_rows(kp.n_components, d)
     loglik = 0.0
     for start in range(0, n, rows):
-        x0 = _centred(X[start : start + rows], kp.center)
-        resp = _weighted_log_prob(x0, kp)
-        lse, ok = _normalize_in_place(resp)
+        x0 = centred(X[start : start + rows], kp.center)
+        resp = weighted_log_prob(x0, kp)
+        lse, ok = normalize_in_place(resp)
         if not ok.all():
-            _note_bad_rows(stats, ok, start, block_index, w)
+            note_bad_rows(stats, ok, start, block_index, w)
             x0[~ok] = 0.0
         if w is None:
             loglik += float(lse.sum())
@@ -608,7 +608,7 @@ def estep_block(
     return stats
 
 
-@_quiet
+@quiet
 def hard_assign_block(
     X: np.ndarray,
     centers_and_type: tuple[np.ndarray, str],
@@ -627,10 +627,10 @@ def hard_assign_block(
     center = centers.mean(axis=0)
     shifts = centers - center
     stats = empty_stats(k, d, ctype)
-    w = _row_weights(weights, n, stats)
+    w = row_weights(weights, n, stats)
     rows = subblock_rows(k, d)
     for start in range(0, n, rows):
-        x0 = _centred(X[start : start + rows], center)
+        x0 = centred(X[start : start + rows], center)
         b = x0.shape[0]
         z = _scratch("z", (b, k, d))
         np.subtract(x0[:, None, :], shifts, out=z)
@@ -638,7 +638,7 @@ def hard_assign_block(
         dist = z.sum(axis=2)
         ok = np.isfinite(dist).all(axis=1)
         if not ok.all():
-            _note_bad_rows(stats, ok, start, block_index, w)
+            note_bad_rows(stats, ok, start, block_index, w)
             x0[~ok] = 0.0
         resp = _scratch("resp", (b, k))
         resp[:] = 0.0
@@ -652,7 +652,7 @@ def hard_assign_block(
     return stats
 
 
-@_quiet
+@quiet
 def random_resp_block(
     X: np.ndarray,
     spec: tuple[int, int, np.ndarray, str],
@@ -671,15 +671,15 @@ def random_resp_block(
     rng = np.random.default_rng(np.random.SeedSequence([seed, block_index]))
     shifts = np.zeros((n_components, d))
     stats = empty_stats(n_components, d, ctype)
-    w = _row_weights(weights, n, stats)
+    w = row_weights(weights, n, stats)
     rows = subblock_rows(n_components, d)
     for start in range(0, n, rows):
-        x0 = _centred(X[start : start + rows], center)
+        x0 = centred(X[start : start + rows], center)
         resp = rng.uniform(size=(x0.shape[0], n_components))
         resp /= resp.sum(axis=1, keepdims=True)
         ok = np.isfinite(x0).all(axis=1)
         if not ok.all():
-            _note_bad_rows(stats, ok, start, block_index, w)
+            note_bad_rows(stats, ok, start, block_index, w)
             x0[~ok] = 0.0
             resp[~ok] = 0.0
         if w is not None:
@@ -805,7 +805,7 @@ def recentred(
 # Per-row outputs (predict, predict_proba, score_samples)
 
 
-def _row_offset(block_info: dict | None) -> int | None:
+def row_offset(block_info: dict | None) -> int | None:
     """First row of the block in the whole array, from dask's ``block_info``."""
     try:
         start = block_info[0]["array-location"][0][0]
@@ -814,7 +814,7 @@ def _row_offset(block_info: dict | None) -> int | None:
     return None if start is None or start != start else int(start)
 
 
-@_quiet
+@quiet
 def _per_row(
     X: np.ndarray,
     kp: KernelParams,
@@ -834,20 +834,20 @@ def _per_row(
     stats = {"n_bad": 0, "first_bad": None}
     missing = -1.0 if what == "label" else np.nan
     for start in range(0, n, rows):
-        x0 = _centred(X[start : start + rows], kp.center)
-        lp = _weighted_log_prob(x0, kp)
+        x0 = centred(X[start : start + rows], kp.center)
+        lp = weighted_log_prob(x0, kp)
         part = out[start : start + rows]
         if what == "label":
             ok = np.isfinite(lp.max(axis=1))
             part[:] = lp.argmax(axis=1)
         else:
-            lse, ok = _normalize_in_place(lp)
+            lse, ok = normalize_in_place(lp)
             part[:] = lp if what == "proba" else lse
-        _note_bad_rows(stats, ok, start, 0)
+        note_bad_rows(stats, ok, start, 0)
         if nan_policy == "omit" and not ok.all():
             part[~ok] = missing
     if stats["n_bad"] and nan_policy != "omit":
-        offset = _row_offset(block_info)
+        offset = row_offset(block_info)
         row = stats["first_bad"][1]
         if offset is None:
             where = f" of a block of {n} rows (first at row {row} of the block)"
@@ -897,7 +897,7 @@ def score_samples_block(
     )
 
 
-@_quiet
+@quiet
 def loglik_block(
     X: np.ndarray,
     kp: KernelParams,
@@ -911,12 +911,12 @@ def loglik_block(
     n, d = X.shape
     rows = subblock_rows(kp.n_components, d)
     stats = {"loglik": 0.0, "n": n, "n_bad": 0, "n_bad_weights": 0, "first_bad": None}
-    w = _row_weights(weights, n, stats)
+    w = row_weights(weights, n, stats)
     for start in range(0, n, rows):
-        x0 = _centred(X[start : start + rows], kp.center)
-        lse, ok = _normalize_in_place(_weighted_log_prob(x0, kp))
+        x0 = centred(X[start : start + rows], kp.center)
+        lse, ok = normalize_in_place(weighted_log_prob(x0, kp))
         if not ok.all():
-            _note_bad_rows(stats, ok, start, block_index, w)
+            note_bad_rows(stats, ok, start, block_index, w)
         stats["loglik"] += float(
             lse.sum() if w is None else lse @ w[start : start + rows]
         )
@@ -950,7 +950,7 @@ def raise_non_finite(n_bad: int, name: str, context: str) -> None:
 # Uniform row sample (initialisation)
 
 
-@_quiet
+@quiet
 def sample_block(
     X: np.ndarray,
     seed_size_rate: tuple[int, int, float],
@@ -981,13 +981,13 @@ def sample_block(
     row_sums = X.sum(axis=1, dtype=np.float64)
     ok = np.isfinite(row_sums)
     stats = {"n": n, "n_bad": 0, "n_bad_weights": 0, "first_bad": None}
-    w = _row_weights(weights, n, stats)
+    w = row_weights(weights, n, stats)
     if w is not None:
         keys[w == 0] = 2.0
     if not ok.all():
         # A row sum may overflow with finite entries: confirm on those rows only.
         ok[~ok] = np.isfinite(X[~ok]).all(axis=1)
-        _note_bad_rows(stats, ok, 0, block_index, w)
+        note_bad_rows(stats, ok, 0, block_index, w)
         keys[~ok] = 2.0
     picked = np.flatnonzero(keys < rate)
     if picked.size > size:

@@ -310,7 +310,7 @@ def _log1p_domain_error(n_bad: int, column: int, where: str) -> ValueError:
     )
 
 
-@K._quiet
+@K.quiet
 def moments_block(
     X: np.ndarray,
     log1p_cols: tuple[int, ...],
@@ -347,13 +347,13 @@ def moments_block(
     stats = empty_moments(d, cols)
     idx = list(cols)
     stats["n"] = n
-    w = K._row_weights(weights, n, stats)
+    w = K.row_weights(weights, n, stats)
     rows = max(_MOMENT_ELEMENTS // max(d, 1), K.MIN_SUBBLOCK_ROWS)
     acc = stats
     for start in range(0, n, rows):
         y = np.array(X[start : start + rows], dtype=np.float64)
         ok = np.isfinite(y).all(axis=1)
-        K._note_bad_rows(stats, ok, start, block_index)
+        K.note_bad_rows(stats, ok, start, block_index)
         if cols:
             bad_domain = ~(y[:, idx] > -1.0) & ok[:, None]
             if bad_domain.any():
@@ -391,20 +391,6 @@ def combine_moments(*parts: dict) -> dict:
                 merged[key] = part[key]
         out = merged
     return out
-
-
-def summarize_moments(stats: Mapping[str, Any]) -> dict[str, Any]:
-    """Mean, variance (ddof 0), min, max, rows and weight from reduced moments."""
-    weight = stats["weight"]
-    var = stats["m2"] / weight if weight > 0 else np.full_like(stats["m2"], np.nan)
-    return {
-        "mean": stats["mean"],
-        "var": var,
-        "min": stats["min"],
-        "max": stats["max"],
-        "count": stats["count"],
-        "weight": weight,
-    }
 
 
 def fit_scaling(
@@ -499,7 +485,7 @@ def _log1p_in_place(
     bad = values <= -1.0
     if bad.any():
         row, j = np.argwhere(bad)[0]
-        offset = K._row_offset(block_info)
+        offset = K.row_offset(block_info)
         where = (
             f" (first at row {offset + int(row)})"
             if offset is not None

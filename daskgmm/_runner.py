@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import dask
@@ -95,6 +95,13 @@ class Candidate:
     warm: WarmStart | None = None
     label: str = ""
 
+    @classmethod
+    def from_params(cls, params: dict[str, Any], **given: Any) -> Candidate:
+        """The candidate of an estimator's parameters (``get_params()``), with
+        ``given`` fields (``inits``, ``warm``, ``label``)."""
+        names = [f.name for f in fields(cls) if f.name not in given]
+        return cls(**{name: params[name] for name in names if name in params}, **given)
+
     @property
     def needs_sample(self) -> bool:
         """Whether an initialisation sample is drawn (it also re-seeds components
@@ -157,14 +164,7 @@ class FitSpace:
         if self.scaling.is_identity:
             return state
         p = state.params
-        params = P.to_original_units(
-            p.weights,
-            p.means,
-            p.covariances,
-            p.precisions_cholesky,
-            covariance_type,
-            self.scaling,
-        )
+        params = P.to_original_units(*p.arrays(), covariance_type, self.scaling)
         return RunResult(
             Parameters(*params),
             state.converged,
@@ -190,14 +190,7 @@ class FitSpace:
         if self.scaling == warm.scaling and warm.scaled is not None:
             return warm.scaled
         p = warm.params
-        mapped = P.to_scaled_units(
-            p.weights,
-            p.means,
-            p.covariances,
-            p.precisions_cholesky,
-            covariance_type,
-            self.scaling,
-        )
+        mapped = P.to_scaled_units(*p.arrays(), covariance_type, self.scaling)
         return Parameters(*mapped), warm.lower_bound - self.shift
 
 
@@ -343,7 +336,7 @@ def _first_pass(
 def _scaled_space(plan: FitPlan, passes: DataPasses, stats: dict) -> FitSpace:
     """Passes over the rows scaled by the moments of ``stats``."""
     scaling = P.fit_scaling(
-        stats, plan.scale, plan.log1p, row_offsets=passes._row_offsets
+        stats, plan.scale, plan.log1p, row_offsets=passes.row_offsets
     )
     logger.info(
         "scaling the features (%s%s)",

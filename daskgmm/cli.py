@@ -345,7 +345,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from daskgmm.model_io import load_model_metadata
 
-    meta = load_model_metadata(args.model)
+    meta = load_model_metadata(args.model, validate=True)
     print(json.dumps(meta, indent=2, default=str))
     return EXIT_OK
 
@@ -368,6 +368,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             ".parquet"
         )
     check_output_parent(args.out, "--out")
+    io.check_output_apart(args.out, {"MODEL": args.model, "DATA": args.data})
     path = args.data
     kind = path_kind(path)
     if kind is not None:
@@ -417,10 +418,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(args.debug, getattr(args, "quiet", False))
     from daskgmm.config import ConfigError
+    from daskgmm.io import UnsafeOutputError
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, FileExistsError) as exc:
+    except (ConfigError, FileExistsError, UnsafeOutputError) as exc:
         if args.debug:
             raise
         print(f"daskgmm: error: {exc}", file=sys.stderr)

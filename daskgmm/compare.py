@@ -100,7 +100,7 @@ def kmeans(
     return KMeansResult(centers, inertia, n_iter, converged)
 
 
-@K._quiet
+@K.quiet
 def agreement_block(
     X: np.ndarray,
     spec: tuple[K.KernelParams, np.ndarray, float],
@@ -118,15 +118,15 @@ def agreement_block(
     table = np.zeros((k_gmm, k_km))
     uncertain = 0
     stats = {"n": n, "n_bad": 0, "n_bad_weights": 0, "first_bad": None}
-    K._row_weights(weights, n, stats)
+    K.row_weights(weights, n, stats)
     shifts = centers - kp.center
     rows = K.subblock_rows(max(k_gmm, k_km), d)
     for start in range(0, n, rows):
-        x0 = K._centred(X[start : start + rows], kp.center)
-        resp = K._weighted_log_prob(x0, kp)
-        _, ok = K._normalize_in_place(resp)
+        x0 = K.centred(X[start : start + rows], kp.center)
+        resp = K.weighted_log_prob(x0, kp)
+        _, ok = K.normalize_in_place(resp)
         if not ok.all():
-            K._note_bad_rows(stats, ok, start, block_index)
+            K.note_bad_rows(stats, ok, start, block_index)
         dist = ((x0[:, None, :] - shifts) ** 2).sum(axis=2)
         gmm_labels = resp.argmax(axis=1)[ok]
         km_labels = dist.argmin(axis=1)[ok]

@@ -149,6 +149,8 @@ class DataConfig(_Block):
     rows_per_chunk: int | None = Field(None, gt=0)
     sample_fraction: float | None = Field(None, gt=0, le=1)
     storage_options: dict[str, Any] | None = None
+    # Zarr chunks absent from the store: an error, or read as the fill value.
+    missing_chunks: Literal["error", "fill"] = "error"
     synthetic: SyntheticData = Field(default_factory=SyntheticData)
 
     @model_validator(mode="after")

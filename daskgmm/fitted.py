@@ -124,16 +124,7 @@ def from_run(
             )
         )
         scaled_bound = lower_bound
-        p = Parameters(
-            *P.to_original_units(
-                p.weights,
-                p.means,
-                p.covariances,
-                p.precisions_cholesky,
-                covariance_type,
-                scaling,
-            )
-        )
+        p = Parameters(*P.to_original_units(*p.arrays(), covariance_type, scaling))
         lower_bound += space.shift
         lower_bounds = [v + space.shift for v in lower_bounds]
     dtype = data.dtype
@@ -426,7 +417,7 @@ def _scaled_rows_block(
     return log_density.astype(out_dtype, copy=False)
 
 
-@K._quiet
+@K.quiet
 def _scaled_loglik_block(
     X: np.ndarray,
     spec: tuple,

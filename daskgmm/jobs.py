@@ -23,6 +23,7 @@ import numpy as np
 from daskgmm import _chunks as C
 from daskgmm.config import (
     ClusterConfig,
+    ConfigError,
     DataConfig,
     JobConfig,
     OutputConfig,
@@ -154,6 +155,11 @@ def connect(cfg: ClusterConfig) -> Iterator[Any]:
                 memory_limit=cfg.memory_limit or "auto",
                 host="127.0.0.1",
                 dashboard_address="127.0.0.1:0",
+                # A failing task's worker traceback ("Compute Failed" and 6 lines)
+                # would come before the job's one-line error; with --debug it shows.
+                silence_logs=logging.WARNING
+                if logger.isEnabledFor(logging.DEBUG)
+                else logging.CRITICAL,
             )
         with cluster, Client(cluster) as client:
             logger.info(
@@ -233,6 +239,7 @@ def open_data(cfg: DataConfig) -> JobData:
             cfg.array,
             rows_per_chunk=cfg.rows_per_chunk,
             storage_options=cfg.storage_options,
+            missing_chunks=cfg.missing_chunks,
         )
         return JobData(X, description=f"Zarr {cfg.path}")
     if cfg.source == "npy":
@@ -247,6 +254,7 @@ def open_data(cfg: DataConfig) -> JobData:
             filters=[tuple(f) for f in cfg.filters] if cfg.filters else None,
             rows_per_chunk=cfg.rows_per_chunk,
         )
+        _check_filter_columns(cfg, list(source.schema.names))
         ids = {name: source.column(name) for name in cfg.id_columns}
         weights = None
         if cfg.weight_column:
@@ -258,8 +266,19 @@ def open_data(cfg: DataConfig) -> JobData:
             list(source.columns),
             description=f"Parquet {cfg.path}",
         )
-    image = io.read_image(cfg.path, array=cfg.array)
+    image = io.read_image(cfg.path, array=cfg.array, missing_chunks=cfg.missing_chunks)
     return JobData(io.image_to_pixels(image), description=f"image {cfg.path}")
+
+
+def _check_filter_columns(cfg: DataConfig, names: list[str]) -> None:
+    """Every ``data.filters`` item names a column of the file (else pyarrow fails on
+    the workers, after the cluster started)."""
+    for i, item in enumerate(cfg.filters or []):
+        if item[0] not in names:
+            raise ConfigError(
+                f"data.filters[{i}]: {cfg.path} has no column {item[0]!r} to filter "
+                f"on; its columns are {names}"
+            )
 
 
 def _keep_fraction(
@@ -485,6 +504,15 @@ class JobContext:
     def seed(self) -> int | None:
         return self.config.model.random_state
 
+    def fit_rows(self) -> tuple[Any, Any]:
+        """The rows to fit on and their weights: all, or the uniform sample of
+        ``data.sample_fraction`` (the same rows of both)."""
+        fraction = self.config.data.sample_fraction
+        return (
+            fit_rows(self.data.X, fraction, self.seed),
+            fit_rows(self.data.weights, fraction, self.seed),
+        )
+
     def path(self, name: str) -> str:
         """Where an output called ``name`` is written (in the temporary directory)."""
         return os.path.join(self.directory, name)
@@ -553,6 +581,15 @@ class JobContext:
         return {**summary, "outputs": outputs}
 
 
+def job_inputs(config: JobConfig) -> dict[str, str | None]:
+    """The paths a job reads, by field path (none of its outputs may touch them)."""
+    segment = config.segment
+    return {
+        "data.path": config.data.path,
+        "segment.mask": None if segment is None else segment.mask,
+    }
+
+
 @contextlib.contextmanager
 def job(
     config: JobConfig, opener: Callable[[JobConfig], Any] | None = None
@@ -563,10 +600,12 @@ def job(
     the block ends well and removed otherwise."""
     out = config.output
     check_output(out)
+    from daskgmm.io import atomic_path, check_output_apart
+
+    check_output_apart(out.directory, job_inputs(config))
     data = opener(config) if opener is not None else open_data(config.data)
     if isinstance(data, JobData):
         logger.info("data: %s, %s features", data.description, data.X.shape[1])
-    from daskgmm.io import atomic_path
 
     with (
         connect(config.cluster),
@@ -576,23 +615,32 @@ def job(
         yield JobContext(config, tmp, data)
 
 
-def job_checkpoint(config: JobConfig) -> Any:
-    """The checkpoint of a checkpointed job (``output.checkpoint``), else None.
+@contextlib.contextmanager
+def checkpointed(config: JobConfig, resume: bool) -> Iterator[Any]:
+    """The checkpoint of a checkpointed job (``output.checkpoint``), else None;
+    cleared first unless the job resumes, removed when the block ends well.
 
     Its fingerprint holds every setting that changes the fitted numbers (the
     parameter table's ``numeric`` ones), so a checkpoint of another job is refused.
     """
-    if not config.output.checkpoint:
-        return None
-    from daskgmm._params import names_where
-    from daskgmm.checkpoint import Checkpoint, fingerprint
+    checkpoint = None
+    if config.output.checkpoint:
+        from daskgmm._params import names_where
+        from daskgmm.checkpoint import Checkpoint, fingerprint
 
-    blocks = [
-        config.pipeline,
-        config.data.model_dump(),
-        config.model.model_dump(exclude=set(names_where(numeric=False))),
-        config.features.model_dump(),
-    ]
-    if config.select is not None:
-        blocks.append(config.select.model_dump())
-    return Checkpoint(checkpoint_path(config), fingerprint(*blocks))
+        blocks = [
+            config.pipeline,
+            config.data.model_dump(),
+            config.model.model_dump(exclude=set(names_where(numeric=False))),
+            config.features.model_dump(),
+        ]
+        if config.select is not None:
+            blocks.append(config.select.model_dump())
+        checkpoint = Checkpoint(checkpoint_path(config), fingerprint(*blocks))
+    if resume and checkpoint is None:
+        raise JobError("--resume needs output.checkpoint: true in the job file")
+    if checkpoint is not None and not resume:
+        checkpoint.remove()
+    yield checkpoint
+    if checkpoint is not None:
+        checkpoint.remove()

@@ -392,19 +392,7 @@ class GaussianMixture:
             warm = WarmStart(
                 F.float64_parameters(fm), fm.lower_bound, fm.scaling, scaled
             )
-        return Candidate(
-            self.n_components,
-            self.covariance_type,
-            tol=self.tol,
-            reg_covar=self.reg_covar,
-            max_iter=self.max_iter,
-            n_init=self.n_init,
-            init_params=self.init_params,
-            init_sample_size=self.init_sample_size,
-            random_state=self.random_state,
-            inits=inits,
-            warm=warm,
-        )
+        return Candidate.from_params(self.get_params(), inits=inits, warm=warm)
 
     def _fitted(self) -> F.FittedMixture:
         return F.as_fitted(self)
@@ -572,27 +560,9 @@ def set_fitted(model: GaussianMixture, fitted: F.FittedMixture) -> GaussianMixtu
 
 
 def load_model(path: str | os.PathLike) -> GaussianMixture:
-    """Load a GaussianMixture saved by :meth:`GaussianMixture.save` (``daskgmm.load``).
-
-    Parameters
-    ----------
-    path : str or path
-        A model directory.
-
-    Returns
-    -------
-    GaussianMixture
-        The fitted model: parameters, fitted attributes (dtypes and Python types
-        included) and predictions equal to those of the saved model.
-
-    Raises
-    ------
-    FileNotFoundError
-        ``path`` does not exist.
-    ValueError
-        ``path`` is not a daskgmm model, was written with a newer model format,
-        or a file in it is corrupt, incomplete or inconsistent (the message names
-        the file and the problem).
-    """
+    """Load a GaussianMixture saved by :meth:`GaussianMixture.save` (``daskgmm.load``):
+    parameters, fitted attributes (dtypes and Python types included) and predictions
+    equal to those of the saved model. Errors: see
+    :func:`daskgmm.model_io.read_model`."""
     params, fitted = read_model(path)
     return set_fitted(GaussianMixture(**params), fitted)

@@ -36,12 +36,14 @@ from typing import Any
 
 import numpy as np
 
+from daskgmm import _kernels as K
 from daskgmm import exceptions
 from daskgmm._em import Parameters
 from daskgmm._kernels import COVARIANCE_TYPES
 from daskgmm._params import DEFAULTS
 from daskgmm._preprocess import Scaling
 from daskgmm._validation import precision_shape
+from daskgmm._version import __version__
 from daskgmm.fitted import FittedMixture, from_attributes
 
 logger = logging.getLogger("daskgmm")
@@ -320,8 +322,6 @@ def _model_document(
         The fitted arrays do not match the parameters (for instance after
         ``set_params(n_components=...)``), so the file would not load.
     """
-    import daskgmm
-
     section, arrays = _params_section(params)
     fitted = {
         attribute: np.asarray(getattr(fm, name))
@@ -344,7 +344,7 @@ def _model_document(
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "library_version": daskgmm.__version__,
+        "library_version": __version__,
         "class": class_name,
         "params": section,
         "fitted": _fitted_section(fm),
@@ -456,7 +456,9 @@ def write_model(
             f"{final} exists and is not a daskgmm model directory; refusing to "
             "overwrite it"
         )
-    with atomic_path(final, overwrite=overwrite) as tmp:
+    with atomic_path(
+        final, overwrite=overwrite, owned=_is_model_dir, marker=False
+    ) as tmp:
         os.makedirs(tmp)
         _write_file(os.path.join(tmp, MODEL_JSON), json_bytes)
         _write_file(os.path.join(tmp, ARRAYS_NPZ), npz_bytes)
@@ -537,13 +539,18 @@ def _read_document(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     return json_path, document
 
 
-def load_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
+def load_model_metadata(
+    path: str | os.PathLike, *, validate: bool = False
+) -> dict[str, Any]:
     """The ``model.json`` document of a model directory, its header checked.
 
     Parameters
     ----------
     path : str or path
         A model directory written by :func:`save_model`.
+    validate : bool, default=False
+        Also read and check the whole model as :func:`read_model` does (arrays,
+        weights, covariances), so that a damaged model is refused.
 
     Returns
     -------
@@ -562,6 +569,8 @@ def load_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
         written with a newer model format.
     """
     _, document = _read_document(path)
+    if validate:
+        read_model(path)
     document.setdefault("extra", {})
     return document
 
@@ -774,6 +783,52 @@ def _arrays_problem(
     return None
 
 
+# The fields of a mixture, and the names of its arrays in a model file.
+_SCALED_FIELDS = {field: name for name, field in SCALED_ARRAYS.items()}
+
+
+def _mixture_problem(
+    arrays: Mapping[str, np.ndarray],
+    names: Mapping[str, str],
+    covariance_type: str,
+    dtype: str,
+) -> str | None:
+    """What makes the stored mixture invalid (arrays named by ``names``, by field:
+    weights, means, covariances, precisions_cholesky and maybe precisions), or None:
+    non-finite values, weights that are negative or do not sum to 1, covariances
+    that are not positive definite or do not match their precision factors."""
+    # Arrays are stored in the fit's dtype: float32 keeps ~7 digits.
+    rtol = 1e-4 if dtype == "float32" else 1e-8
+    for name in names.values():
+        if not np.isfinite(arrays[name]).all():
+            return f"{name} holds NaN or infinity"
+    weights = np.asarray(arrays[names["weights"]], dtype=np.float64)
+    if (weights < 0).any():
+        return f"{names['weights']} has negative values (min {weights.min():.3g})"
+    if abs(weights.sum() - 1.0) > max(rtol, 1e-6) * len(weights):
+        return f"{names['weights']} sums to {weights.sum():.6g}, not 1"
+    chol = np.asarray(arrays[names["precisions_cholesky"]], dtype=np.float64)
+    cov = np.asarray(arrays[names["covariances"]], dtype=np.float64)
+    name = names["covariances"]
+    try:
+        from_cov = K.precision_cholesky_from_covariances(cov, covariance_type)
+    except ValueError:
+        return f"{name} is not positive definite"
+    if not np.allclose(from_cov, chol, rtol=100 * rtol, atol=0):
+        return (
+            f"{names['precisions_cholesky']} does not match {name} (the precision "
+            "factors of other covariances)"
+        )
+    if "precisions" in names:
+        precisions = np.asarray(arrays[names["precisions"]], dtype=np.float64)
+        expected = K.precisions_from_cholesky(chol, covariance_type)
+        if not np.allclose(precisions, expected, rtol=100 * rtol, atol=0):
+            return (
+                f"{names['precisions']} does not match {names['precisions_cholesky']}"
+            )
+    return None
+
+
 def _params_problem(n_components: Any, covariance_type: Any) -> str | None:
     """What makes the parameters that set the array shapes invalid, or None."""
     if isinstance(n_components, bool) or not isinstance(
@@ -838,9 +893,16 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], FittedMixture]:
         scaling = _decode_scaling(document, fitted)
     except ValueError as exc:
         raise ValueError(f"{json_path}: {exc}; {_CORRUPT}") from None
-    problem = _arrays_problem(
-        arrays, int(k), data["n_features"], ctype, data["dtype"]
-    ) or _scaled_problem(scaling, arrays, int(k), data, ctype)
+    problem = (
+        _arrays_problem(arrays, int(k), data["n_features"], ctype, data["dtype"])
+        or _scaled_problem(scaling, arrays, int(k), data, ctype)
+        or _mixture_problem(arrays, _ARRAY_FIELDS, ctype, data["dtype"])
+        or (
+            None
+            if scaling is None
+            else _mixture_problem(arrays, _SCALED_FIELDS, ctype, "float64")
+        )
+    )
     if problem is not None:
         raise ValueError(f"{npz_path}: {problem}; {_CORRUPT}")
     return params, _fitted_mixture(ctype, arrays, fitted, data, scaling)

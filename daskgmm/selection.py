@@ -236,18 +236,8 @@ def select_model(
 
 
 def _candidate(model: GaussianMixture) -> Candidate:
-    return Candidate(
-        model.n_components,
-        model.covariance_type,
-        tol=model.tol,
-        reg_covar=model.reg_covar,
-        max_iter=model.max_iter,
-        n_init=model.n_init,
-        init_params=model.init_params,
-        init_sample_size=model.init_sample_size,
-        random_state=model.random_state,
-        label=f"K={model.n_components} {model.covariance_type} ",
-    )
+    label = f"K={model.n_components} {model.covariance_type} "
+    return Candidate.from_params(model.get_params(), label=label)
 
 
 def _score(sweep: Sweep, models: list[GaussianMixture], plan: FitPlan) -> list:

@@ -45,7 +45,12 @@ def open_image(cfg: DataConfig) -> tuple[object, str, tuple[int, int] | None]:
         if not os.path.exists(path):
             raise JobError(f"data.path: not found: {path}")
         description = path
-    image = read_image(path, array=cfg.array, strip_bytes=SEGMENT_STRIP_BYTES)
+    image = read_image(
+        path,
+        array=cfg.array,
+        strip_bytes=SEGMENT_STRIP_BYTES,
+        missing_chunks=cfg.missing_chunks,
+    )
     return image, description, storage_tile(path, cfg.array)
 
 
@@ -71,8 +76,12 @@ def _open(config: JobConfig) -> tuple:
     if seg.mask is not None:
         if not os.path.exists(seg.mask):
             raise JobError(f"segment.mask: not found: {seg.mask}")
+        # A label image written by zarr may leave out chunks of its fill value.
         mask = prepare_mask(
-            read_image(seg.mask, strip_bytes=SEGMENT_STRIP_BYTES), image
+            read_image(
+                seg.mask, strip_bytes=SEGMENT_STRIP_BYTES, missing_chunks="fill"
+            ),
+            image,
         )
     logger.info(
         "image: %s, %d x %d pixels, %d channel(s) of %s; features %s",
@@ -92,10 +101,8 @@ def run(
     resume: bool = False,
     progress: Callable[[int, RunResult], None] | None = None,
 ) -> dict:
-    """Segment the image of ``config.data`` and write ``config.output``.
-
-    Everything is written into a temporary directory renamed to
-    ``output.directory`` at the end, so a failed job leaves no output behind.
+    """Segment the image of ``config.data`` and write ``config.output`` (labels,
+    pictures, model and summary, atomically: :func:`daskgmm.jobs.job`).
 
     Returns
     -------

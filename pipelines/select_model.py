@@ -16,14 +16,7 @@ import numpy as np
 from daskgmm._em import RunResult
 from daskgmm._params import DEFAULTS, names_where
 from daskgmm.config import JobConfig, SelectConfig
-from daskgmm.jobs import (
-    JobError,
-    fit_metrics,
-    fit_rows,
-    job,
-    job_checkpoint,
-    model_params,
-)
+from daskgmm.jobs import JobError, checkpointed, fit_metrics, job, model_params
 from daskgmm.selection import select_model
 
 logger = logging.getLogger("daskgmm")
@@ -74,25 +67,20 @@ def run(
     """
     select = config.select or SelectConfig()
     params = sweep_params(config)
-    checkpoint = job_checkpoint(config)
-    if resume and checkpoint is None:
-        raise JobError("--resume needs output.checkpoint: true in the job file")
-    with job(config) as ctx:
-        data = ctx.data
-        fraction = config.data.sample_fraction
-        if checkpoint is not None and not resume:
-            checkpoint.remove()
+    with checkpointed(config, resume) as checkpoint, job(config) as ctx:
+        X, weights = ctx.fit_rows()
         with ctx.timed("sweep"):
             selection = select_model(
-                fit_rows(data.X, fraction, ctx.seed),
+                X,
                 select.n_components,
                 select.covariance_types,
                 criterion=select.criterion,
-                sample_weight=fit_rows(data.weights, fraction, ctx.seed),
+                sample_weight=weights,
                 checkpoint=checkpoint,
                 resume=resume,
                 **params,
             )
+        data = ctx.data
         model = selection.best_
         if data.feature_names is not None:
             model.feature_names_in_ = np.asarray(data.feature_names, dtype=object)
@@ -122,8 +110,6 @@ def run(
                 "hide_metrics": ("selection",),
             },
         )
-    if checkpoint is not None:
-        checkpoint.remove()
     best = table[table["best"]].iloc[0]
     logger.info(
         "done: best K=%d %s by %s (%d candidates, %d passes); output in %s",

@@ -9,7 +9,6 @@ ground truth of well-separated blobs, hand-counted tree sizes.
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 import threading
 import warnings
@@ -36,8 +35,7 @@ import daskgmm._em
 import daskgmm._runner
 import daskgmm.mixture
 from daskgmm import ConvergenceWarning, GaussianMixture, NotFittedError
-from daskgmm import _kernels as K
-from daskgmm._reduce import tree_reduce
+from tests.conftest import FITTED_ARRAYS, SKLEARN_DEFAULTS, assert_same_fit
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -71,13 +69,6 @@ NOT_FITTED = (
 NOT_CONVERGED = (
     "Best performing initialization did not converge. Try different init "
     "parameters, or increase max_iter, tol, or check for degenerate data."
-)
-FITTED_ARRAYS = (
-    "weights_",
-    "means_",
-    "covariances_",
-    "precisions_",
-    "precisions_cholesky_",
 )
 CENTERS = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
 
@@ -120,14 +111,6 @@ def sklearn_twin(gm: GaussianMixture) -> SklearnGaussianMixture:
     return twin
 
 
-def assert_same_fit(a: GaussianMixture, b: GaussianMixture, rtol: float) -> None:
-    assert a.n_iter_ == b.n_iter_
-    assert a.converged_ == b.converged_
-    assert_allclose(a.lower_bound_, b.lower_bound_, rtol=rtol, atol=0)
-    for name in FITTED_ARRAYS:
-        assert_allclose(getattr(a, name), getattr(b, name), rtol=rtol, atol=rtol)
-
-
 def unknown_chunks(X: np.ndarray, npartitions: int) -> da.Array:
     """A dask array with unknown (NaN) row chunk sizes, as from a dask DataFrame."""
     df = pd.DataFrame(X, columns=[f"c{j}" for j in range(X.shape[1])])
@@ -164,18 +147,7 @@ def test_get_params_lists_every_constructor_argument_with_its_default():
     params = GaussianMixture().get_params()
     assert list(params) == PARAM_NAMES
     assert params == {
-        "n_components": 1,
-        "covariance_type": "full",
-        "tol": 1e-3,
-        "reg_covar": 1e-6,
-        "max_iter": 100,
-        "n_init": 1,
-        "init_params": "kmeans",
-        "weights_init": None,
-        "means_init": None,
-        "precisions_init": None,
-        "random_state": None,
-        "warm_start": False,
+        **SKLEARN_DEFAULTS,
         "verbose": 0,
         "verbose_interval": 10,
         "split_every": 16,
@@ -802,7 +774,7 @@ def test_persist_reads_the_source_once_or_at_every_pass(blobs, persist):
     # 'auto' keeps this small dask array in memory (threaded scheduler).
     expected = n_blocks * n_passes if persist is False else n_blocks
     assert source.reads == expected
-    assert_same_fit(gm, GaussianMixture(3, random_state=0, tol=1e-8).fit(X), 1e-10)
+    assert_same_fit(gm, GaussianMixture(3, random_state=0, tol=1e-8).fit(X), rtol=1e-10)
 
 
 def test_convergence_warning_when_max_iter_is_too_small(overlapping):
@@ -1365,61 +1337,6 @@ def test_sample_shapes_labels_and_distribution(blobs, covariance_type):
 # 6. The dask graph of a pass
 
 
-def _big_kernel_params(n_components: int = 8, n_features: int = 64) -> K.KernelParams:
-    rng = np.random.RandomState(0)
-    prec_chol = np.stack([np.eye(n_features)] * n_components)
-    return K.prepare(
-        np.full(n_components, 1 / n_components),
-        rng.randn(n_components, n_features),
-        prec_chol,
-        "full",
-    )
-
-
-def test_parameters_are_one_graph_key_shared_by_every_block_task():
-    X = np.random.RandomState(0).randn(400, 64)
-    Xd = da.from_array(X, chunks=(25, 64))  # 16 blocks
-    kp = _big_kernel_params()
-    params_bytes = len(pickle.dumps(kp))
-    assert params_bytes > 250_000  # K·d² floats, below dask's 1 MB inlining limit
-    delayed = tree_reduce(Xd, K.estep_block, kp, K.combine_stats, name="estep")
-    graph = dict(delayed.__dask_graph__())
-    params_keys = [
-        k for k in graph if isinstance(k, str) and k.startswith("gmm-params-")
-    ]
-    assert len(params_keys) == 1
-    block_keys = [k for k in graph if key_split(k) == "gmm-estep"]
-    assert len(block_keys) == 16
-    for key in block_keys:
-        task = graph[key]
-        assert params_keys[0] in task.dependencies
-        # The parameters are referenced, not copied into the task.
-        assert len(pickle.dumps(task)) < 2_000
-    # The tree-combined statistics are those of the whole array in one block.
-    result = delayed.compute(scheduler="sync")
-    reference = K.estep_block(X, kp)
-    assert result["n"] == 400
-    for name in ("nk", "s1", "s2", "loglik"):
-        assert_allclose(result[name], reference[name], rtol=1e-10)
-
-
-def test_small_parameters_are_copied_into_the_block_tasks():
-    X = np.random.RandomState(0).randn(400, 3)
-    Xd = da.from_array(X, chunks=(25, 3))  # 16 blocks
-    kp = _big_kernel_params(n_components=8, n_features=3)
-    delayed = tree_reduce(Xd, K.estep_block, kp, K.combine_stats, name="estep")
-    graph = dict(delayed.__dask_graph__())
-    assert not [k for k in graph if key_split(k) == "gmm-params"]
-    for key in graph:
-        if key_split(key) == "gmm-estep":
-            # Only the block's own source is a dependency.
-            assert {key_split(d) for d in graph[key].dependencies} == {"array"}
-    result = delayed.compute(scheduler="sync")
-    reference = K.estep_block(X, kp)
-    for name in ("nk", "s1", "s2", "loglik"):
-        assert_allclose(result[name], reference[name], rtol=1e-10)
-
-
 def test_predict_parameters_are_one_graph_key_shared_by_every_block(blobs):
     X, _ = blobs
     gm = GaussianMixture(3, random_state=0).fit(X)
@@ -1432,82 +1349,6 @@ def test_predict_parameters_are_one_graph_key_shared_by_every_block(blobs):
         assert len(blocks) == 12
         for key in blocks:
             assert params_keys[0] in graph[key].dependencies
-
-
-def _tree_depth(graph: dict, key) -> int:
-    """Longest chain of combine tasks above the block tasks, from ``key`` down."""
-    deps = [d for d in graph[key].dependencies if key_split(d).startswith("gmm-estep")]
-    if key_split(key) == "gmm-estep":
-        return 0
-    depth = max(_tree_depth(graph, d) for d in deps)
-    # The root ('total') combines too, unless it only names a single block's result.
-    combines = key_split(key) == "gmm-estep-combine" or len(deps) > 1
-    return depth + combines
-
-
-@pytest.mark.parametrize(
-    "n_blocks, split_every, depth, n_combine",
-    [
-        # n_combine: combine tasks below the root, which is the 'total' task.
-        (100, 4, 4, 25 + 7 + 2),  # 4**3 = 64 < 100 <= 4**4
-        (64, 4, 3, 16 + 4),
-        (65, 4, 4, 17 + 5 + 2),
-        (16, 16, 1, 0),
-        (17, 16, 2, 2),
-        (5, 2, 3, 3 + 2),
-        (1, 16, 0, 0),
-    ],
-)
-def test_reduction_tree_depth_is_ceil_log_split_every(
-    n_blocks, split_every, depth, n_combine
-):
-    Xd = da.zeros((n_blocks * 3, 2), chunks=(3, 2))
-    kp = K.prepare(np.ones(1), np.zeros((1, 2)), np.eye(2)[None], "full")
-    delayed = tree_reduce(
-        Xd, K.estep_block, kp, K.combine_stats, name="estep", split_every=split_every
-    )
-    graph = dict(delayed.__dask_graph__())
-    counts = {}
-    for key in graph:
-        counts[key_split(key)] = counts.get(key_split(key), 0) + 1
-    assert counts["gmm-estep"] == n_blocks
-    assert counts.get("gmm-estep-combine", 0) == n_combine
-    assert counts["gmm-estep-total"] == 1
-    assert _tree_depth(graph, delayed.key) == depth
-    assert depth == next(d for d in range(10) if split_every**d >= n_blocks)
-    # Every combine task has a fan-in of at most split_every.
-    for key, task in graph.items():
-        if key_split(key) == "gmm-estep-combine":
-            assert 1 <= len(task.dependencies) <= split_every
-    assert delayed.compute(scheduler="sync")["n"] == n_blocks * 3
-
-
-def test_the_fan_in_is_lowered_for_big_partials(monkeypatch):
-    import daskgmm._reduce as R
-    from daskgmm import _chunks
-
-    Xd = da.from_array(np.random.RandomState(0).randn(160, 64), chunks=(10, 64))
-    kp = _big_kernel_params()  # 8 x 64 x 64 floats: 262 KB
-    # Room for 4 partials of that size in one combine task: fan-in 4, not 16.
-    monkeypatch.setattr(_chunks, "COMBINE_INPUT_BYTES", 4 * R.array_bytes(kp) + 100)
-    delayed = tree_reduce(
-        Xd, K.estep_block, kp, K.combine_stats, name="estep", split_every=16
-    )
-    graph = dict(delayed.__dask_graph__())
-    fan_in = [
-        len(task.dependencies)
-        for key, task in graph.items()
-        if key_split(key) in ("gmm-estep-combine", "gmm-estep-total")
-    ]
-    assert sorted(fan_in) == [4] * 5  # 16 blocks: 4 combines of 4, a root of 4
-    assert _tree_depth(graph, delayed.key) == 2
-    monkeypatch.undo()
-    graph = dict(
-        tree_reduce(
-            Xd, K.estep_block, kp, K.combine_stats, name="estep", split_every=16
-        ).__dask_graph__()
-    )
-    assert not [k for k in graph if key_split(k) == "gmm-estep-combine"]
 
 
 @pytest.mark.filterwarnings("ignore::daskgmm.ConvergenceWarning")

@@ -16,7 +16,7 @@ import pytest
 import daskgmm
 from daskgmm._em import Parameters
 from daskgmm.checkpoint import Checkpoint, State, fingerprint
-from tests.test_cli import DEMO, daskgmm_cmd
+from tests.conftest import DEMO, daskgmm_cmd
 
 
 def _state(n_iter: int, seed: int = 0) -> State:

@@ -20,15 +20,11 @@ import pandas as pd
 import pytest
 
 from daskgmm import GaussianMixture
+from tests.conftest import FITTED_ARRAYS
+from tests.conftest import assert_same_fit as same_fit
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-PARAMETERS = (
-    "weights_",
-    "means_",
-    "covariances_",
-    "precisions_",
-    "precisions_cholesky_",
-)
+PARAMETERS = FITTED_ARRAYS
 N_SAMPLES = 150
 N_FEATURES = 3
 
@@ -120,18 +116,7 @@ def reference(ctype: str) -> GaussianMixture:
 
 def assert_same_fit(got: GaussianMixture, want: GaussianMixture) -> None:
     assert got.converged_ and want.converged_
-    assert got.n_iter_ == want.n_iter_
-    np.testing.assert_allclose(got.lower_bound_, want.lower_bound_, rtol=1e-10)
-    np.testing.assert_allclose(got.lower_bounds_, want.lower_bounds_, rtol=1e-10)
-    for name in PARAMETERS:
-        ref = getattr(want, name)
-        np.testing.assert_allclose(
-            getattr(got, name),
-            ref,
-            rtol=1e-9,
-            atol=1e-12 * np.abs(ref).max(),
-            err_msg=name,
-        )
+    same_fit(got, want, rtol=1e-10, history=True, params_rtol=1e-9, atol_scale=1e-12)
 
 
 def test_the_layouts_hold_what_they_claim():

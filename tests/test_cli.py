@@ -16,22 +16,7 @@ import zarr
 
 import daskgmm
 from daskgmm.cli import summary_lines
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "configs" / "demo.yaml"
-
-
-def daskgmm_cmd(
-    *args: str, cwd: Path | None = None, timeout: float = 180
-) -> subprocess.CompletedProcess:
-    """Run ``python -m daskgmm.cli ...`` (what the ``daskgmm`` script calls)."""
-    return subprocess.run(
-        [sys.executable, "-m", "daskgmm.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-    )
+from tests.conftest import DEMO, REPO, daskgmm_cmd
 
 
 def test_version():

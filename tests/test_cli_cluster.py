@@ -5,35 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.test_cli import DEMO, daskgmm_cmd
-
-DASK = Path(sys.executable).with_name("dask")
-
-
-def _start(*args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(DASK), *args],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """Terminate the processes (workers first), killing any that hang."""
-    for proc in reversed(procs):
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+from tests.conftest import DASK, DEMO, daskgmm_cmd, start_dask, stop_processes
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +21,7 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     folder = tmp_path_factory.mktemp("cluster")
     scheduler_file = folder / "scheduler.json"
     procs = [
-        _start(
+        start_dask(
             "scheduler",
             "--host",
             "127.0.0.1",
@@ -63,7 +41,7 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             time.sleep(0.2)
         for i in range(2):
             procs.append(
-                _start(
+                start_dask(
                     "worker",
                     "--scheduler-file",
                     str(scheduler_file),
@@ -79,7 +57,7 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         info = json.loads(scheduler_file.read_text())
         yield {"address": info["address"], "scheduler_file": str(scheduler_file)}
     finally:
-        _stop(procs)
+        stop_processes(procs)
 
 
 def _wait_for_workers(address: str, n: int) -> None:
@@ -172,7 +150,7 @@ def test_job_on_a_tls_scheduler_with_certificates_from_the_config(tmp_path):
     ]
     scheduler_file = tmp_path / "scheduler.json"
     procs = [
-        _start(
+        start_dask(
             "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", "0",
             "--no-dashboard", "--scheduler-file", str(scheduler_file), *tls,
             log=tmp_path / "scheduler.log",
@@ -186,7 +164,7 @@ def test_job_on_a_tls_scheduler_with_certificates_from_the_config(tmp_path):
         address = json.loads(scheduler_file.read_text())["address"]
         assert address.startswith("tls://")
         procs.append(
-            _start(
+            start_dask(
                 "worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny",
                 "--host", "127.0.0.1", *tls, log=tmp_path / "worker.log",
             )
@@ -224,7 +202,7 @@ def test_job_on_a_tls_scheduler_with_certificates_from_the_config(tmp_path):
         )
         assert not (tmp_path / "out2").exists()
     finally:
-        _stop(procs)
+        stop_processes(procs)
 
 
 @pytest.mark.parametrize(

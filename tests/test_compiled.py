@@ -56,10 +56,10 @@ def term_scales(X, kp, weights=None):
     the scale of its rounding errors, so near-zero sums are compared in absolute
     terms."""
     ctype = kp.covariance_type
-    w = K._row_weights(weights, X.shape[0], {})
+    w = K.row_weights(weights, X.shape[0], {})
     x0 = np.asarray(X, dtype=np.float64) - kp.center
     with np.errstate(invalid="ignore", over="ignore"):
-        lp = K._weighted_log_prob(x0, kp)
+        lp = K.weighted_log_prob(x0, kp)
         ok = np.isfinite(lp.max(axis=1))
     lp, x0 = lp[ok], x0[ok]
     resp = np.exp(lp - lp.max(axis=1, keepdims=True))
@@ -293,7 +293,7 @@ def test_tiny_responsibilities_do_not_matter():
     for ctype in ("diag", "full"):
         pc = prec_chol if ctype == "diag" else np.stack([np.diag(p) for p in prec_chol])
         kp = K.prepare(np.full(6, 1 / 6), means + 0.1, pc, ctype)
-        lp = K._weighted_log_prob(X - kp.center, kp)
+        lp = K.weighted_log_prob(X - kp.center, kp)
         assert np.mean(lp - lp.max(axis=1, keepdims=True) < -500.0) > 0.3
         compare(X, kp)
 
@@ -318,7 +318,7 @@ def test_components_without_rows_in_a_sub_block_are_skipped(ctype, d):
         "spherical": prec_chol[:, 0],
     }[ctype]
     kp = K.prepare(np.full(k, 1 / k), means + 0.1, pc, ctype)
-    lp = K._weighted_log_prob(X - kp.center, kp)
+    lp = K.weighted_log_prob(X - kp.center, kp)
     assert np.mean(lp - lp.max(axis=1, keepdims=True) < -500.0) > 0.5
     got = compare(X, kp)
     assert got["nk"][k - 1] == 0.0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +22,7 @@ from daskgmm.config import (
     read_yaml,
     validate,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def daskgmm_cmd(
-    *args: str, cwd: Path | None = None, timeout: float = 180
-) -> subprocess.CompletedProcess:
-    """Run ``python -m daskgmm.cli ...`` (what the ``daskgmm`` script calls)."""
-    return subprocess.run(
-        [sys.executable, "-m", "daskgmm.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-    )
+from tests.conftest import REPO, daskgmm_cmd
 
 
 def assert_usage_error(result: subprocess.CompletedProcess, message: str) -> None:

@@ -17,12 +17,13 @@ import pandas as pd
 import pytest
 import zarr
 from dask.utils import key_split
-from distributed import Client, LocalCluster, get_task_stream
+from distributed import get_task_stream
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.stats import multivariate_normal
 
 from daskgmm import ConvergenceWarning, GaussianMixture
 from daskgmm.datasets import MixtureTruth, make_gmm, random_mixture, write_gmm
+from tests.conftest import local_client
 
 # The scheduler's HTTP server binds a port even without a dashboard; another
 # cluster on this machine may hold distributed's default 8787.
@@ -124,17 +125,7 @@ def test_same_data_on_threads_sync_and_a_distributed_cluster():
     X, y, _ = make_gmm(3000, 3, 3, chunks=400, random_state=7)
     threads = dask.compute(X, y, scheduler="threads")
     sync = dask.compute(X, y, scheduler="sync")
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=False,
-            protocol="tcp",
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_client(2) as client:
         X2, y2, _ = make_gmm(3000, 3, 3, chunks=400, random_state=7)
         with get_task_stream(client) as stream:
             distributed = client.compute([X2, y2], sync=True)
@@ -285,7 +276,8 @@ def test_write_gmm_parquet_equals_make_gmm(tmp_path):
     assert_array_equal(frame[["x_0", "x_1", "x_2"]].to_numpy(), X.compute())
     assert_array_equal(frame["label"].to_numpy(), y.compute())
     assert sorted(p.name for p in path.iterdir()) == [
-        f"part.{i:05d}.parquet" for i in range(5)
+        ".daskgmm",
+        *(f"part.{i:05d}.parquet" for i in range(5)),
     ]
 
 

@@ -6,29 +6,21 @@ test starts a cluster of 2 worker processes.
 
 from __future__ import annotations
 
-import logging
-
 import dask
 import dask.array as da
 import numpy as np
 import pytest
 from dask.utils import key_split
-from distributed import Client, LocalCluster, get_task_stream
+from distributed import get_task_stream
 from numpy.testing import assert_allclose, assert_array_equal
 
 from daskgmm import GaussianMixture
+from tests.conftest import assert_same_fit as same_fit
+from tests.conftest import local_client, quiet_process_client
 
 # The scheduler's HTTP server (metrics, health) binds a port even without a
 # dashboard; another cluster on this machine may hold distributed's default 8787.
 pytestmark = pytest.mark.filterwarnings("ignore:Port 8787 is already in use")
-
-FITTED_ARRAYS = (
-    "weights_",
-    "means_",
-    "covariances_",
-    "precisions_",
-    "precisions_cholesky_",
-)
 
 
 def make_data(seed: int = 0) -> np.ndarray:
@@ -44,19 +36,7 @@ def data() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def client():
-    # processes=False defaults to the inproc:// protocol, which rejects
-    # host="127.0.0.1" ("Scheduler failed to start"): ask for TCP explicitly.
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=False,
-            host="127.0.0.1",
-            protocol="tcp",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with local_client(2) as c:
         yield c
 
 
@@ -67,12 +47,7 @@ def threaded_fit(X, **kwargs) -> GaussianMixture:
 
 
 def assert_same_fit(gm: GaussianMixture, ref: GaussianMixture) -> None:
-    assert gm.n_iter_ == ref.n_iter_
-    assert gm.converged_ == ref.converged_
-    assert_allclose(gm.lower_bound_, ref.lower_bound_, rtol=1e-12, atol=0)
-    assert_allclose(gm.lower_bounds_, ref.lower_bounds_, rtol=1e-12, atol=0)
-    for name in FITTED_ARRAYS:
-        assert_allclose(getattr(gm, name), getattr(ref, name), rtol=1e-10, atol=1e-10)
+    same_fit(gm, ref, rtol=1e-12, history=True, params_rtol=1e-10, params_atol=1e-10)
 
 
 def task_prefixes(stream: list[dict]) -> dict[str, set]:
@@ -154,17 +129,7 @@ def test_score_bic_aic_on_the_cluster_match_threaded(client, data):
 def test_fit_with_worker_processes_matches_threaded_scheduler(data):
     Xd = da.from_array(data, chunks=(500, 3))
     ref = threaded_fit(Xd)
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with quiet_process_client(2) as c:
         with get_task_stream(c) as stream:
             gm = GaussianMixture(3, random_state=0, tol=1e-8).fit(Xd)
         labels = gm.predict(Xd).compute()

@@ -31,6 +31,7 @@ import zarr
 from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 
+import daskgmm._chunks
 import daskgmm._plan
 import daskgmm.io._npy
 import daskgmm.io._parquet
@@ -174,12 +175,12 @@ def test_read_zarr_sharded_blocks_are_whole_shards(tmp_path, monkeypatch):
     # dask's own reader splits at the inner chunk: 100 blocks of 10 rows.
     assert da.from_zarr(zarr.open_array(path, mode="r")).chunks[0] == (10,) * 100
     # A budget of 250 rows holds two whole shards per block.
-    monkeypatch.setattr(daskgmm.io._zarr, "DEFAULT_CHUNK_BYTES", 250 * row_bytes)
+    monkeypatch.setattr(daskgmm._chunks, "SOURCE_BLOCK_BYTES", 250 * row_bytes)
     x = read_zarr(path)
     assert x.chunks == ((200,) * 5, (N_FEATURES,))
     assert_array_equal(x.compute(), X)
     # A budget below one shard falls back to whole inner chunks (5 x 10 rows).
-    monkeypatch.setattr(daskgmm.io._zarr, "DEFAULT_CHUNK_BYTES", 55 * row_bytes)
+    monkeypatch.setattr(daskgmm._chunks, "SOURCE_BLOCK_BYTES", 55 * row_bytes)
     x = read_zarr(path)
     assert x.chunks == ((50,) * 20, (N_FEATURES,))
     assert_array_equal(x.compute(), X)
@@ -882,9 +883,10 @@ def test_write_zarr_makes_irregular_row_chunks_regular(tmp_path):
 
 
 def test_write_zarr_cuts_big_row_chunks_to_the_read_block_size(tmp_path, monkeypatch):
-    from daskgmm.io import _sinks
 
-    monkeypatch.setattr(_sinks, "ZARR_CHUNK_BYTES", 24 * 8 * 3)  # 24 rows of 3 floats
+    monkeypatch.setattr(
+        daskgmm._chunks, "ZARR_WRITE_CHUNK_BYTES", 24 * 8 * 3
+    )  # 24 rows of 3 floats
     X = features(103, 3)
     x = da.from_array(X, chunks=(-1, 3))  # one block of 103 rows
     z = zarr.open_array(write_zarr(x, tmp_path / "x.zarr"), mode="r")
@@ -1021,7 +1023,10 @@ def test_write_parquet_predictions_beside_ids(predictions_source, tmp_path, filt
         },
         tmp_path / "out",
     )
-    assert sorted(os.listdir(out)) == [f"part.{i:05d}.parquet" for i in range(18)]
+    # pyarrow skips files starting with "." (the marker overwrite looks for).
+    assert sorted(os.listdir(out)) == [".daskgmm"] + [
+        f"part.{i:05d}.parquet" for i in range(18)
+    ]
     back = pd.read_parquet(out)
     assert list(back.columns) == [
         "id",
@@ -1173,11 +1178,20 @@ def test_atomic_path_existing_destination(tmp_path):
         with atomic_path(tmp_path / "result"):
             entered.append(True)
     assert entered == []
+    # overwrite replaces only a directory daskgmm wrote (it holds the marker).
+    with (
+        pytest.raises(FileExistsError, match="result exists and was not written by"),
+        atomic_path(tmp_path / "result", overwrite=True),
+    ):
+        entered.append(True)
+    assert entered == []
+    assert listing(tmp_path / "result") == ["old"]
+    (tmp_path / "result" / ".daskgmm").write_text("")
     with atomic_path(tmp_path / "result", overwrite=True) as tmp:
         os.makedirs(tmp)
         with open(os.path.join(tmp, "new"), "w") as f:
             f.write("new")
-    assert listing(tmp_path / "result") == ["new"]
+    assert listing(tmp_path / "result") == [".daskgmm", "new"]
     assert listing(tmp_path) == ["result"]
 
 

@@ -29,6 +29,7 @@ import daskgmm.model_io
 from daskgmm import ConvergenceWarning, GaussianMixture, NotFittedError
 from daskgmm.mixture import load_model
 from daskgmm.model_io import load_model_metadata, save_model
+from tests.conftest import SKLEARN_DEFAULTS
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 PARAM_NAMES = GaussianMixture._param_names()
@@ -338,18 +339,10 @@ def test_model_json_is_human_readable_and_complete(tmp_path, X):
     assert document["library_version"] == daskgmm.__version__
     assert document["class"] == "GaussianMixture"
     assert document["params"] == {
+        **SKLEARN_DEFAULTS,
         "n_components": 3,
         "covariance_type": "diag",
-        "tol": 0.001,
-        "reg_covar": 1e-06,
-        "max_iter": 100,
-        "n_init": 1,
-        "init_params": "kmeans",
-        "weights_init": None,
-        "means_init": None,
-        "precisions_init": None,
         "random_state": 0,
-        "warm_start": False,
         "verbose": 0,
         "verbose_interval": 10,
         "split_every": 16,

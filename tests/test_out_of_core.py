@@ -15,6 +15,7 @@ import pytest
 from daskgmm import GaussianMixture
 from daskgmm.datasets import write_gmm
 from daskgmm.io import read_zarr
+from tests.conftest import local_client
 
 distributed = pytest.importorskip("distributed")
 
@@ -58,16 +59,7 @@ def test_fit_streams_data_larger_than_a_worker_without_restarts(store, caplog):
     peaks: dict[str, int] = {}
     stop = threading.Event()
 
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            memory_limit=MEMORY_LIMIT,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+    with local_client(2, processes=True, memory_limit=MEMORY_LIMIT) as client:
         pids = client.run(os.getpid)
 
         def sample() -> None:

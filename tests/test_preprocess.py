@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from fractions import Fraction
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -24,6 +26,7 @@ from daskgmm import _kernels as K
 from daskgmm import _preprocess as P
 from daskgmm._em import DataPasses
 from daskgmm._reduce import map_rows, tree_reduce
+from tests.conftest import full_covariances
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 CHUNKINGS = {
@@ -36,6 +39,20 @@ CHUNKINGS = {
 
 ###############################################################################
 # Helpers
+
+
+def summarize_moments(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """Mean, variance (ddof 0), min, max, rows and weight from reduced moments."""
+    weight = stats["weight"]
+    var = stats["m2"] / weight if weight > 0 else np.full_like(stats["m2"], np.nan)
+    return {
+        "mean": stats["mean"],
+        "var": var,
+        "min": stats["min"],
+        "max": stats["max"],
+        "count": stats["count"],
+        "weight": weight,
+    }
 
 
 def table(rng: np.random.Generator, n: int = 200, offset: float = 0.0) -> np.ndarray:
@@ -74,7 +91,7 @@ def assert_moments_match(stats: dict, Y: np.ndarray, w: np.ndarray | None = None
     Sterbenz): on ``Y`` itself its mean, rounded to the float64 grid at 1e9
     (1.2e-7), would put a relative error of ~1e-9 on a column of spread 1e-3.
     """
-    summary = P.summarize_moments(stats)
+    summary = summarize_moments(stats)
     positive = slice(None) if w is None else w > 0
     D = Y - Y[positive][0]
     dmean = np.average(D, axis=0, weights=w)
@@ -104,21 +121,10 @@ def random_mixture(rng: np.random.Generator, k: int, d: int, ctype: str) -> tupl
     return weights, means, cov, K.precision_cholesky_from_covariances(cov, ctype)
 
 
-def dense_covariances(cov: np.ndarray, ctype: str, k: int, d: int) -> np.ndarray:
-    """The (K, d, d) matrices a covariance of any type stands for."""
-    if ctype == "full":
-        return cov
-    if ctype == "tied":
-        return np.broadcast_to(cov, (k, d, d))
-    if ctype == "diag":
-        return np.stack([np.diag(c) for c in cov])
-    return np.stack([c * np.eye(d) for c in cov])
-
-
 def scipy_log_density(Y: np.ndarray, weights, means, cov, ctype) -> np.ndarray:
     """log Σ_k π_k N(y | μ_k, Σ_k) by scipy.stats."""
     k, d = means.shape
-    dense = dense_covariances(cov, ctype, k, d)
+    dense = full_covariances(cov, ctype, k, d)
     parts = [
         np.log(weights[j]) + multivariate_normal(means[j], dense[j]).logpdf(Y)
         for j in range(k)
@@ -166,7 +172,7 @@ def test_moments_far_from_origin_are_exact_to_rounding():
     moments keep the variance to a few ulps of the exact rational value."""
     X = np.random.default_rng(2).normal(size=(300, 2)) + 1e9
     stats = reduced_moments(X, (17, 100, 0, 183))
-    var = P.summarize_moments(stats)["var"]
+    var = summarize_moments(stats)["var"]
     for j in range(2):
         col = [Fraction(v) for v in X[:, j]]
         mean = sum(col) / len(col)
@@ -195,8 +201,8 @@ def test_integer_weights_equal_repeated_rows():
     rng = np.random.default_rng(4)
     X = table(rng)
     counts = rng.integers(0, 4, size=200)
-    weighted = P.summarize_moments(reduced_moments(X, (60, 140), weights=counts * 1.0))
-    repeated = P.summarize_moments(
+    weighted = summarize_moments(reduced_moments(X, (60, 140), weights=counts * 1.0))
+    repeated = summarize_moments(
         reduced_moments(np.repeat(X, counts, axis=0), (int(counts.sum()),))
     )
     for key in ("mean", "var", "min", "max"):

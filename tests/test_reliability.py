@@ -18,6 +18,7 @@ import pytest
 
 from daskgmm import ConvergenceWarning, GaussianMixture
 from daskgmm.exceptions import ComponentReseededWarning
+from tests.conftest import local_client
 
 REPO = Path(__file__).resolve().parents[1]
 FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
@@ -154,18 +155,9 @@ def test_a_dead_component_without_a_sample_is_kept_with_a_warning():
 
 @pytest.fixture(scope="module")
 def process_cluster():
-    from distributed import Client, LocalCluster
-
     with (
         dask.config.set({"distributed.scheduler.allowed-failures": 1}),
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
+        local_client(2, processes=True) as client,
     ):
         yield client
 
@@ -258,7 +250,7 @@ def test_the_package_never_unpickles_evaluates_or_imports_by_name(pattern):
 
 
 def test_a_yaml_tag_that_would_run_code_is_refused(tmp_path):
-    from tests.test_cli import daskgmm_cmd
+    from tests.conftest import daskgmm_cmd
 
     witness = tmp_path / "ran"
     config = tmp_path / "evil.yaml"
@@ -273,7 +265,7 @@ def test_a_yaml_tag_that_would_run_code_is_refused(tmp_path):
 
 
 def test_a_config_cannot_name_code_to_run(tmp_path):
-    from tests.test_cli import daskgmm_cmd
+    from tests.conftest import daskgmm_cmd
 
     config = tmp_path / "job.yaml"
     config.write_text(
@@ -388,7 +380,7 @@ def test_a_job_with_nan_policy_omit_runs(tmp_path):
 
     import pandas as pd
 
-    from tests.test_cli import daskgmm_cmd
+    from tests.conftest import daskgmm_cmd
 
     X, _ = _with_bad_rows(4)
     table = pd.DataFrame(X, columns=["a", "b", "c"])

@@ -350,7 +350,7 @@ def test_write_report_writes_every_file(tmp_path, n_features):
         "report",
     }
     assert sorted(os.listdir(out)) == sorted(
-        os.path.basename(p) for p in paths.values()
+        [".daskgmm", *(os.path.basename(p) for p in paths.values())]
     )
     for key in PNGS:
         assert paths[key] == str(out / f"{key}.png")
@@ -464,6 +464,11 @@ def test_overwrite_replaces_the_whole_directory(tmp_path):
     out = tmp_path / "r"
     out.mkdir()
     (out / "stale.txt").write_text("old")
+    # A directory daskgmm did not write is never replaced.
+    with pytest.raises(FileExistsError, match="was not written by daskgmm"):
+        write_report(model, X, out, metrics={"run": 2}, overwrite=True)
+    assert os.listdir(out) == ["stale.txt"]
+    (out / ".daskgmm").write_text("")  # as an earlier report left it
     write_report(model, X, out, metrics={"run": 2}, overwrite=True)
     assert "stale.txt" not in os.listdir(out)
     assert read_json(out / "metrics.json")["run"] == 2

@@ -485,6 +485,7 @@ def test_segment_command_on_a_tiff(tmp_path):
     labels = zarr.open_array(str(out / "labels.zarr"), mode="r")[:]
     assert adjusted_rand_score(truth.ravel(), labels.ravel()) >= 0.95
     assert {p.name for p in out.iterdir()} == {
+        ".daskgmm",  # the marker that lets overwrite replace this directory
         "labels.zarr",
         "model",
         "preview.png",

@@ -10,26 +10,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from daskgmm import ConvergenceWarning, GaussianMixture, select_model
-from daskgmm._em import Run, precision_parameters, run_em_batched
-from daskgmm._init import (
-    draw_sample,
-    plan_initial,
-    run_plans,
-    sample_from_result,
-)
-from daskgmm._plan import plan_fit
-from daskgmm._validation import check_random_state
-
-
-def four_blobs(n_per: int = 800, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.RandomState(seed)
-    centers = np.array([[0.0, 0.0, 0.0], [8.0, 0.0, 1.0], [0.0, 8.0, -1.0], [8, 8, 8]])
-    scales = [0.5, 1.0, 0.8, 1.2]
-    X = np.vstack(
-        [rng.randn(n_per, 3) * s + c for c, s in zip(centers, scales, strict=True)]
-    )
-    y = np.repeat(np.arange(4), n_per)
-    return X, y
+from tests.conftest import four_blobs
 
 
 @pytest.fixture(scope="module")
@@ -201,42 +182,6 @@ def test_integer_weights_equal_repeated_rows(blobs):
         assert_allclose(row.bic, alone.bic(X, sample_weight=w), rtol=1e-10)
 
 
-def test_batched_restarts_equal_restarts_one_after_another():
-    """GaussianMixture(n_init=R): the same runs as R sequential initialisations."""
-    X = np.random.RandomState(5).standard_t(3, size=(3000, 2))  # no clear clusters
-    kwargs = dict(n_components=4, covariance_type="full", tol=1e-4, max_iter=40)
-    batched = _quiet_fit(X, n_init=4, random_state=11, init_params="kmeans", **kwargs)
-    # Sequential reference built from the loop layer's pieces, one run at a time.
-    passes = plan_fit(X).passes
-    rng = check_random_state(11)
-    seed = int(rng.randint(np.iinfo(np.int32).max))
-    result = draw_sample(passes, seed, 50_000, X.shape[0])
-    sample = sample_from_result(result, weighted=False)
-    results = []
-    for _ in range(4):
-        plan = plan_initial(
-            "kmeans",
-            sample,
-            n_components=4,
-            covariance_type="full",
-            reg_covar=1e-6,
-            rng=rng,
-        )
-        ((weights, means, cov),) = run_plans(passes, [plan])
-        start = precision_parameters(weights, means, cov, "full")
-        run = Run(start, "full", 1e-4, 1e-6, 40, reseed_rows=sample.rows)
-        run_em_batched(passes, [run])
-        results.append(run.result())
-    best = max(results, key=lambda r: r.lower_bound)
-    assert (
-        len({r.n_iter for r in results} | {round(r.lower_bound, 9) for r in results})
-        >= 3
-    )
-    assert batched.lower_bound_ == best.lower_bound
-    assert batched.n_iter_ == best.n_iter
-    np.testing.assert_array_equal(batched.means_, best.params.means)
-
-
 ###############################################################################
 # k-means comparison (soft versus hard clustering)
 
@@ -303,7 +248,7 @@ def test_sweep_config_runs_and_writes_the_table_and_report(tmp_path):
 
     import pandas as pd
 
-    from tests.test_cli import REPO, daskgmm_cmd
+    from tests.conftest import REPO, daskgmm_cmd
 
     out = tmp_path / "out"
     result = daskgmm_cmd(
@@ -341,7 +286,7 @@ def test_sweep_config_runs_and_writes_the_table_and_report(tmp_path):
 
 
 def test_sweep_job_refuses_initial_parameters(tmp_path):
-    from tests.test_cli import REPO, daskgmm_cmd
+    from tests.conftest import REPO, daskgmm_cmd
 
     out = tmp_path / "out"
     base = [

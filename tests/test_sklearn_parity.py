@@ -18,15 +18,10 @@ from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
 import daskgmm
 from daskgmm import GaussianMixture
+from tests.conftest import FITTED_ARRAYS, assert_parameters_close
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-PARAMETERS = (
-    "weights_",
-    "means_",
-    "covariances_",
-    "precisions_",
-    "precisions_cholesky_",
-)
+PARAMETERS = FITTED_ARRAYS
 
 ###############################################################################
 # Data
@@ -131,15 +126,6 @@ def fit_both(X, ctype, *, tol=1e-6, max_iter=500, init=None, **kwargs):
     return sk, ours
 
 
-def assert_parameters_close(ours, ref, rtol=1e-6, atol_scale=1e-9):
-    """Every fitted parameter within ``rtol``, plus an atol scaled to the array."""
-    for name in PARAMETERS:
-        got, want = getattr(ours, name), getattr(ref, name)
-        assert np.shape(got) == np.shape(want), name
-        atol = atol_scale * np.max(np.abs(want))
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=name)
-
-
 def with_parameters_of(model: GaussianMixture, **kwargs) -> SklearnGaussianMixture:
     """A scikit-learn GaussianMixture holding ``model``'s fitted parameters."""
     sk = SklearnGaussianMixture(
@@ -173,7 +159,7 @@ def test_fit_matches_sklearn_from_the_same_start(name, ctype):
     assert len(ours.lower_bounds_) == len(sk.lower_bounds_) == ours.n_iter_
     np.testing.assert_allclose(ours.lower_bounds_, sk.lower_bounds_, rtol=1e-8)
     assert ours.lower_bound_ == ours.lower_bounds_[-1]
-    assert_parameters_close(ours, sk)
+    assert_parameters_close(ours, sk, rtol=1e-6, atol_scale=1e-9)
 
 
 @pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
@@ -195,7 +181,7 @@ def test_unconverged_fit_matches_sklearn(ctype):
     assert not sk.converged_ and not ours.converged_
     assert ours.n_iter_ == sk.n_iter_ == 4
     np.testing.assert_allclose(ours.lower_bounds_, sk.lower_bounds_, rtol=1e-10)
-    assert_parameters_close(ours, sk)
+    assert_parameters_close(ours, sk, rtol=1e-6, atol_scale=1e-9)
 
 
 ###############################################################################
@@ -290,29 +276,13 @@ def test_float32_input_gives_float32_like_sklearn(ctype):
     ).fit(X32.astype(np.float64))
     assert ours.n_iter_ == f64.n_iter_
     np.testing.assert_allclose(ours.lower_bound_, f64.lower_bound_, rtol=1e-12)
-    for name in PARAMETERS:
-        want = getattr(f64, name)
-        np.testing.assert_allclose(
-            getattr(ours, name),
-            want,
-            rtol=1e-6,
-            atol=1e-7 * np.abs(want).max(),
-            err_msg=name,
-        )
+    assert_parameters_close(ours, f64, rtol=1e-6, atol_scale=1e-7)
     np.testing.assert_allclose(
         ours.score_samples(X32), f64.score_samples(X32), rtol=1e-6, atol=1e-6
     )
     # scikit-learn computes in float32: close, but only loosely.
     np.testing.assert_allclose(ours.lower_bound_, sk.lower_bound_, rtol=1e-5)
-    for name in PARAMETERS:
-        want = getattr(sk, name)
-        np.testing.assert_allclose(
-            getattr(ours, name),
-            want,
-            rtol=1e-3,
-            atol=1e-3 * np.abs(want).max(),
-            err_msg=name,
-        )
+    assert_parameters_close(ours, sk, rtol=1e-3, atol_scale=1e-3)
 
 
 ###############################################################################

@@ -14,7 +14,10 @@ _MODULES = {
     "read_npy": "_npy",
     "ParquetSource": "_parquet",
     "read_parquet": "_parquet",
+    "MARKER": "_sinks",
     "atomic_path": "_sinks",
+    "check_output_apart": "_sinks",
+    "UnsafeOutputError": "_sinks",
     "label_dtype": "_sinks",
     "write_label_image": "_sinks",
     "write_parquet": "_sinks",
@@ -28,7 +31,10 @@ if TYPE_CHECKING:
     from daskgmm.io._npy import read_npy
     from daskgmm.io._parquet import ParquetSource, read_parquet
     from daskgmm.io._sinks import (
+        MARKER,
+        UnsafeOutputError,
         atomic_path,
+        check_output_apart,
         label_dtype,
         write_label_image,
         write_parquet,
@@ -61,8 +67,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "MARKER",
     "ParquetSource",
+    "UnsafeOutputError",
     "atomic_path",
+    "check_output_apart",
     "image_to_pixels",
     "label_dtype",
     "open_zarr_array",

@@ -21,9 +21,10 @@ import numpy as np
 from dask._task_spec import Task
 from dask.base import tokenize
 
+from daskgmm import _chunks as C
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_STRIP_BYTES = 32 * 2**20
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -32,7 +33,7 @@ def strip_rows(
     height: int, row_bytes: int, unit: int, target: int | None = None
 ) -> int:
     """Rows per strip: a multiple of ``unit`` (tile height) near ``target`` bytes."""
-    target = target or DEFAULT_STRIP_BYTES
+    target = target or C.IMAGE_STRIP_BYTES
     unit = max(1, min(unit, height))
     return int(min(height, unit * max(1, target // max(unit * row_bytes, 1))))
 

@@ -9,9 +9,8 @@ import numpy as np
 from dask._task_spec import Task
 from dask.base import tokenize
 
+from daskgmm import _chunks as C
 from daskgmm._reduce import source_block_rows
-
-DEFAULT_CHUNK_BYTES = 16 * 2**20
 
 
 def npy_header(path: str) -> tuple[tuple[int, ...], np.dtype, bool]:
@@ -40,8 +39,12 @@ def read_npy(path: str | os.PathLike, *, rows_per_chunk: int | None = None) -> d
     workers see the same file system.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f".npy file not found: {path}")
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"{path} is not a regular file (a directory or a device); give a .npy file"
+        )
     shape, dtype, _ = npy_header(path)
     if len(shape) != 2:
         raise ValueError(
@@ -51,7 +54,7 @@ def read_npy(path: str | os.PathLike, *, rows_per_chunk: int | None = None) -> d
         raise TypeError(f"{path} holds Python objects; only numeric arrays are read")
     n, d = shape
     rows = rows_per_chunk or source_block_rows(
-        n, d * dtype.itemsize, DEFAULT_CHUNK_BYTES
+        n, d * dtype.itemsize, C.SOURCE_BLOCK_BYTES
     )
     starts = list(range(0, n, rows)) or [0]
     name = "read-npy-" + tokenize(path, os.stat(path).st_mtime_ns, rows)

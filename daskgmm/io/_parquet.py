@@ -25,11 +25,9 @@ import pyarrow.parquet as pq
 from dask._task_spec import Task
 from dask.base import tokenize
 
-logger = logging.getLogger(__name__)
+from daskgmm import _chunks as C
 
-DEFAULT_CHUNK_BYTES = 16 * 2**20
-BATCH_ROWS = 65_536
-READ_BUFFER_BYTES = 1 << 20
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -157,7 +155,7 @@ def _batches(
     )
     seen = 0
     for batch in pf.iter_batches(
-        batch_size=BATCH_ROWS,
+        batch_size=C.PARQUET_BATCH_ROWS,
         row_groups=list(piece.row_groups),
         columns=read_cols,
         use_threads=False,
@@ -178,7 +176,9 @@ def _batches(
 
 def _open(path: str) -> pq.ParquetFile:
     # Buffered column reads: a row group's column chunks are streamed, not loaded whole.
-    return pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+    return pq.ParquetFile(
+        path, buffer_size=C.PARQUET_READ_BUFFER_BYTES, pre_buffer=False
+    )
 
 
 def read_piece(
@@ -322,7 +322,7 @@ class ParquetSource:
         self.columns = check_columns(self.schema, columns, self.path)
         self.filter = as_filter(filters)
         row_bytes = 8 * len(self.columns)
-        max_rows = rows_per_chunk or max(1, DEFAULT_CHUNK_BYTES // row_bytes)
+        max_rows = rows_per_chunk or max(1, C.SOURCE_BLOCK_BYTES // row_bytes)
         self.pieces = pieces_of(self.files, int(max_rows))
         if not self.pieces:
             raise ValueError(f"{self.path} holds no rows")

@@ -21,9 +21,10 @@ import dask
 import dask.array as da
 import numpy as np
 
+from daskgmm import _chunks as C
+
 logger = logging.getLogger(__name__)
 
-PARQUET_ROW_GROUP_ROWS = 65_536
 ABANDON_GRACE_SECONDS = 3.0
 
 
@@ -34,27 +35,98 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
+# The file every output directory daskgmm writes holds: ``overwrite`` replaces a
+# directory only when it has one (or when the writer knows its kind, see ``owned``).
+MARKER = ".daskgmm"
+
+
+class UnsafeOutputError(ValueError):
+    """An output path that would destroy an input: the same path, inside it, or
+    holding it."""
+
+
+def _is_ours(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, MARKER))
+
+
+def check_output_apart(output: str | os.PathLike, inputs: Mapping[str, Any]) -> None:
+    """Refuse an ``output`` path that equals, lies inside or contains one of the
+    ``inputs`` (name to path; None and URLs are skipped), on resolved real paths
+    (symbolic links, relative paths, trailing slashes).
+
+    Raises
+    ------
+    UnsafeOutputError
+        One line naming the output, the input and the fix.
+    """
+    out = os.path.realpath(os.path.abspath(os.fspath(output)))
+    for name, path in inputs.items():
+        if path is None or "://" in str(path):
+            continue
+        source = os.path.realpath(os.path.abspath(os.fspath(path)))
+        if out == source:
+            where = "is"
+        elif os.path.commonpath([out, source]) == source:
+            where = "lies inside"
+        elif os.path.commonpath([out, source]) == out:
+            where = "contains"
+        else:
+            continue
+        raise UnsafeOutputError(
+            f"the output {output} {where} the input {name} {path}; writing it would "
+            "destroy the input: choose an output path outside the inputs"
+        )
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[str]:
+def atomic_path(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    owned: Any = None,
+    marker: bool = True,
+) -> Iterator[str]:
     """Yield a temporary path to write into; move it to ``path`` on success.
+
+    A directory written here gets a ``.daskgmm`` marker file, and ``overwrite``
+    replaces an existing directory only if it has one (an earlier daskgmm output)
+    or ``owned(path)`` says it is one (a model directory of an older version):
+    never an arbitrary directory. An existing file is replaced only by a file.
 
     Parameters
     ----------
     path : str or path
         Final destination (file or directory).
     overwrite : bool
-        Replace an existing destination; otherwise it is an error, raised before
-        anything is written.
+        Replace an existing destination written by daskgmm; otherwise it is an
+        error, raised before anything is written.
+    owned : callable, optional
+        ``owned(path) -> bool`` for directories daskgmm writes without a marker
+        (model directories: ``model.json`` and ``arrays.npz`` only).
+    marker : bool, default=True
+        Whether a directory written here gets the marker file.
 
     Raises
     ------
     FileExistsError
-        ``path`` exists and ``overwrite`` is False.
+        ``path`` exists and ``overwrite`` is False, or it is not daskgmm's.
+    NotADirectoryError
+        A parent of ``path`` is a file.
     """
     final = os.path.abspath(os.fspath(path))
-    if os.path.lexists(final) and not overwrite:
-        raise FileExistsError(f"{final} already exists; remove it or allow overwriting")
+    if os.path.lexists(final):
+        if not overwrite:
+            raise FileExistsError(
+                f"{final} already exists; remove it or allow overwriting"
+            )
+        if os.path.isdir(final) and not (_is_ours(final) or (owned and owned(final))):
+            raise FileExistsError(
+                f"{final} exists and was not written by daskgmm (it has no {MARKER} "
+                "file); refusing to overwrite it: remove it yourself or choose "
+                "another output path"
+            )
     parent = os.path.dirname(final)
+    _check_parent(parent, final)
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(
         parent, f".{os.path.basename(final)}.tmp-{uuid.uuid4().hex[:12]}"
@@ -64,7 +136,16 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     except BaseException:
         _abandon(tmp)
         raise
+    if marker and os.path.isdir(tmp):
+        with open(os.path.join(tmp, MARKER), "w") as f:
+            f.write("written by daskgmm; `overwrite` may replace this directory\n")
     if os.path.lexists(final):
+        if os.path.isdir(final) != os.path.isdir(tmp):
+            _abandon(tmp)
+            raise FileExistsError(
+                f"{final} exists and is a {'directory' if os.path.isdir(final) else 'file'}"
+                "; refusing to replace it by another kind: remove it yourself"
+            )
         # Replace: move the old output aside first so the swap is two renames.
         old = f"{tmp}.old"
         os.rename(final, old)
@@ -72,6 +153,18 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
         _remove(old)
     else:
         os.rename(tmp, final)
+
+
+def _check_parent(parent: str, final: str) -> None:
+    """A file where a parent directory of ``final`` should be: say so."""
+    ancestor = parent
+    while ancestor and not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if ancestor and not os.path.isdir(ancestor):
+        raise NotADirectoryError(
+            f"{final}: {ancestor} is a file, not a directory; choose another output "
+            "path"
+        )
 
 
 def abort_marker(tmp: str) -> str:
@@ -88,8 +181,16 @@ def _abandon(tmp: str, grace: float = ABANDON_GRACE_SECONDS) -> None:
     gone through ``grace`` seconds, then the marker is removed.
     """
     marker = abort_marker(tmp)
-    with open(marker, "w"):
-        pass
+    try:
+        with open(marker, "w"):
+            pass
+    except OSError as exc:
+        # The caller's own error (often the same: the folder is not writable) is
+        # the one to see; nothing of this write can be left behind anyway.
+        logger.debug("cannot write %s (%s); removing %s", marker, exc, tmp)
+        with contextlib.suppress(OSError):
+            _remove(tmp)
+        return
     deadline = time.monotonic() + grace
     quiet_since = time.monotonic()
     while time.monotonic() < deadline:
@@ -103,15 +204,8 @@ def _abandon(tmp: str, grace: float = ABANDON_GRACE_SECONDS) -> None:
     _remove(marker)
 
 
-# Largest Zarr chunk write_zarr writes: a quarter of the block size read_zarr reads,
-# so that a pass over a small store still has several blocks per core (a 100 MB
-# chunk would be read and computed on one thread), while a big one is read in
-# blocks of 4 chunks.
-ZARR_CHUNK_BYTES = 4 * 2**20
-
-
 def _regular_rows(array: da.Array) -> da.Array:
-    """Rows in blocks of one size (but the last) of at most ``ZARR_CHUNK_BYTES``,
+    """Rows in blocks of one size (but the last) of at most ``_chunks.ZARR_WRITE_CHUNK_BYTES``,
     other axes in one block.
 
     Zarr chunks are regular, and two dask blocks must never write the same Zarr
@@ -126,7 +220,7 @@ def _regular_rows(array: da.Array) -> da.Array:
         array = array.compute_chunk_sizes()
         rows = array.chunks[0]
     row_bytes = array.dtype.itemsize * math.prod(array.shape[1:])
-    most = max(1, ZARR_CHUNK_BYTES // max(row_bytes, 1))
+    most = max(1, C.ZARR_WRITE_CHUNK_BYTES // max(row_bytes, 1))
     if max(rows, default=0) > most:
         array = array.rechunk({0: most})
     elif len(rows) > 1 and (len(set(rows[:-1])) > 1 or rows[-1] > rows[0]):
@@ -259,7 +353,7 @@ def _write_part(path: str, names: tuple[str, ...], *blocks: np.ndarray) -> int:
         if not np.issubdtype(col.dtype, np.floating)
     ]
     pq.write_table(
-        table, path, row_group_size=PARQUET_ROW_GROUP_ROWS, use_dictionary=dictionary
+        table, path, row_group_size=C.PARQUET_ROW_GROUP_ROWS, use_dictionary=dictionary
     )
     return len(blocks[0]) if blocks else 0
 

@@ -13,12 +13,11 @@ import numpy as np
 import zarr
 from dask.base import tokenize
 
+from daskgmm import _chunks as C
 from daskgmm._reduce import source_block_rows
 
 logger = logging.getLogger(__name__)
 
-# Bytes of one row block read from a store, unless the caller says otherwise.
-DEFAULT_CHUNK_BYTES = 16 * 2**20
 
 MISSING_CHUNKS = ("error", "fill")
 
@@ -300,7 +299,7 @@ def storage_rows(arr: zarr.Array) -> tuple[int, int]:
 def aligned_rows(arr: zarr.Array, rows_per_chunk: int | None, row_bytes: int) -> int:
     """Rows per dask block, aligned to the store's shards (or inner chunks).
 
-    Blocks are whole shards when a shard fits in the budget: ``DEFAULT_CHUNK_BYTES``,
+    Blocks are whole shards when a shard fits in the budget: ``_chunks.SOURCE_BLOCK_BYTES``,
     or less for a small store, so that it gives about 4 blocks per thread
     (:func:`daskgmm._reduce.source_block_rows`); several shards per block if they are
     small; otherwise whole inner chunks, so no store chunk is read by two tasks.
@@ -308,7 +307,7 @@ def aligned_rows(arr: zarr.Array, rows_per_chunk: int | None, row_bytes: int) ->
     shard_rows, inner_rows = storage_rows(arr)
     if rows_per_chunk is not None:
         return int(rows_per_chunk)
-    budget_rows = source_block_rows(arr.shape[0], row_bytes, DEFAULT_CHUNK_BYTES)
+    budget_rows = source_block_rows(arr.shape[0], row_bytes, C.SOURCE_BLOCK_BYTES)
     unit = shard_rows if shard_rows <= budget_rows else inner_rows
     return max(unit, (budget_rows // unit) * unit)
 
