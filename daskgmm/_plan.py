@@ -93,6 +93,15 @@ class FitPlan:
         )
 
 
+# The estimator parameters a fit plan depends on.
+PLAN_PARAMS = ("nan_policy", "persist", "split_every", "kernel", "scale", "log1p")
+
+
+def plan_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`plan_fit` from an estimator's parameters."""
+    return {name: params[name] for name in PLAN_PARAMS}
+
+
 def plan_fit(
     X: Any,
     *,

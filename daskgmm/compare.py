@@ -179,39 +179,6 @@ def matched_agreement(table: np.ndarray) -> float:
     return float(table[rows, cols].sum() / total) if total else 1.0
 
 
-def compare_passes(
-    model: Any,
-    passes: DataPasses,
-    *,
-    random_state: Any = None,
-    threshold: float = UNCERTAIN_BELOW,
-    max_iter: int = 100,
-) -> dict:
-    """k-means with the model's number of components on the rows of ``passes``,
-    compared with the fitted ``model`` (see :func:`compare_with_kmeans`)."""
-    fm = as_fitted(model)
-    km = kmeans(
-        passes, int(fm.n_components), random_state=random_state, max_iter=max_iter
-    )
-    kp = kernel_params(fm)
-    result = passes.run(
-        agreement_block, (kp, km.centers, threshold), "agreement", combine_agreement
-    )
-    table = result["table"]
-    n = int(result["n"])
-    return {
-        "kmeans_iterations": km.n_iter,
-        "kmeans_converged": km.converged,
-        "kmeans_inertia": km.inertia,
-        "kmeans_centers": km.centers.tolist(),
-        "kmeans_adjusted_rand_index": adjusted_rand_index(table),
-        "kmeans_agreement": matched_agreement(table),
-        "uncertain_share": result["uncertain"] / n if n else math.nan,
-        "uncertain_below": threshold,
-        "contingency": table.astype(np.int64).tolist(),
-    }
-
-
 def compare_with_kmeans(
     model: Any,
     X: Any,
@@ -243,12 +210,32 @@ def compare_with_kmeans(
         ``kmeans_converged``, ``kmeans_centers`` and the ``contingency`` table
         (mixture components in rows, k-means clusters in columns).
     """
+    fm = as_fitted(model)
     passes = plan_score(
-        check_rows(as_fitted(model), X),
+        check_rows(fm, X),
         nan_policy=getattr(model, "nan_policy", "raise"),
         split_every=getattr(model, "split_every", 16),
         kernel=getattr(model, "kernel", "auto"),
     ).passes
-    return compare_passes(
-        model, passes, random_state=random_state, threshold=threshold, max_iter=max_iter
+    km = kmeans(
+        passes, int(fm.n_components), random_state=random_state, max_iter=max_iter
     )
+    result = passes.run(
+        agreement_block,
+        (kernel_params(fm), km.centers, threshold),
+        "agreement",
+        combine_agreement,
+    )
+    table = result["table"]
+    n = int(result["n"])
+    return {
+        "kmeans_iterations": km.n_iter,
+        "kmeans_converged": km.converged,
+        "kmeans_inertia": km.inertia,
+        "kmeans_centers": km.centers.tolist(),
+        "kmeans_adjusted_rand_index": adjusted_rand_index(table),
+        "kmeans_agreement": matched_agreement(table),
+        "uncertain_share": result["uncertain"] / n if n else math.nan,
+        "uncertain_below": threshold,
+        "contingency": table.astype(np.int64).tolist(),
+    }

@@ -178,27 +178,20 @@ SCALED_ATTRIBUTES = {
 def from_attributes(model: Any) -> FittedMixture:
     """The fitted mixture of an object with scikit-learn's fitted attributes
     (``weights_``, ``means_``...: a fitted ``GaussianMixture``)."""
-    scaling = getattr(model, "scaling_", None) or P.Scaling.identity(
-        model.n_features_in_
-    )
+    optional = {
+        "scaling": P.Scaling.identity(model.n_features_in_),
+        "n_omitted": 0,
+        "timings": None,
+    }
+    values = {
+        name: getattr(model, attribute, optional.get(name))
+        for name, attribute in {**ATTRIBUTES, **SCALED_ATTRIBUTES}.items()
+    }
+    values["scaling"] = values["scaling"] or optional["scaling"]
     return FittedMixture(
         covariance_type=model.covariance_type,
-        weights=model.weights_,
-        means=model.means_,
-        covariances=model.covariances_,
-        precisions=model.precisions_,
-        precisions_cholesky=model.precisions_cholesky_,
-        scaling=scaling,
-        converged=model.converged_,
-        n_iter=model.n_iter_,
-        lower_bound=model.lower_bound_,
-        lower_bounds=model.lower_bounds_,
-        n_features=model.n_features_in_,
         feature_names=getattr(model, "feature_names_in_", None),
-        scaled=getattr(model, "_scaled_params_", None),
-        scaled_lower_bound=getattr(model, "_scaled_lower_bound_", None),
-        n_omitted=getattr(model, "n_omitted_", 0),
-        timings=getattr(model, "fit_timings_", None),
+        **values,
     )
 
 

@@ -19,6 +19,7 @@ from daskgmm._params import check_params
 from daskgmm._plan import (
     one_blas_thread_per_task,
     plan_fit,
+    plan_settings,
     verbose_logging,
 )
 from daskgmm._reduce import DEFAULT_SPLIT_EVERY
@@ -312,14 +313,7 @@ class GaussianMixture:
         started = time.perf_counter()
         self._check_params()
         plan = plan_fit(
-            X,
-            sample_weight=sample_weight,
-            nan_policy=self.nan_policy,
-            persist=self.persist,
-            split_every=self.split_every,
-            kernel=self.kernel,
-            scale=self.scale,
-            log1p=self.log1p,
+            X, sample_weight=sample_weight, **plan_settings(self.get_params())
         )
         self._check_n_samples(plan.data.n_samples)
         candidate = self._candidate(self._check_inits(plan.data.n_features))

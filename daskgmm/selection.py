@@ -24,7 +24,13 @@ if TYPE_CHECKING:
 from daskgmm import _kernels as K
 from daskgmm import exceptions
 from daskgmm._params import check_params, names_where
-from daskgmm._plan import FitPlan, one_blas_thread_per_task, plan_fit, verbose_logging
+from daskgmm._plan import (
+    FitPlan,
+    one_blas_thread_per_task,
+    plan_fit,
+    plan_settings,
+    verbose_logging,
+)
 from daskgmm._runner import Candidate, Outcome, Sweep, run_candidates
 from daskgmm._validation import check_random_state
 from daskgmm.fitted import fit_kernel_params, from_run, information_criteria
@@ -210,16 +216,7 @@ def select_model(
     for model in models:
         check_params(model.get_params())
     first = models[0]
-    plan = plan_fit(
-        X,
-        sample_weight=sample_weight,
-        nan_policy=first.nan_policy,
-        persist=first.persist,
-        split_every=first.split_every,
-        kernel=first.kernel,
-        scale=first.scale,
-        log1p=first.log1p,
-    )
+    plan = plan_fit(X, sample_weight=sample_weight, **plan_settings(first.get_params()))
     candidates = [_candidate(m) for m in models]
     logger.info("model selection: %d candidates", len(candidates))
     with verbose_logging(first.verbose), one_blas_thread_per_task():

@@ -63,6 +63,31 @@ def daskgmm_cmd(
     )
 
 
+def run_args(
+    config: str | Path, out: Path, *settings: str, workers: int = 1, quiet: bool = True
+) -> list[str]:
+    """The arguments of ``daskgmm run CONFIG --set SETTING ... [--quiet]``: ``config``
+    a path, or the name of a bundled ``configs/NAME.yaml``; the ``settings`` are
+    followed by ``output.directory=OUT`` and ``cluster.n_workers=WORKERS``."""
+    if isinstance(config, str):
+        config = REPO / "configs" / f"{config}.yaml"
+    tail = (f"output.directory={out}", f"cluster.n_workers={workers}")
+    args = ["run", str(config)]
+    for setting in (*settings, *tail):
+        args += ["--set", setting]
+    return [*args, "--quiet"] if quiet else args
+
+
+def run_job(
+    directory: Path, text: str, *, timeout: float = 180
+) -> subprocess.CompletedProcess:
+    """Write the job ``text`` to ``DIRECTORY/job.yaml`` and ``daskgmm run`` it
+    (``--quiet``)."""
+    job = directory / "job.yaml"
+    job.write_text(text)
+    return daskgmm_cmd("run", str(job), "--quiet", timeout=timeout)
+
+
 ###############################################################################
 # Local clusters and processes
 

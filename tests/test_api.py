@@ -947,30 +947,27 @@ def test_one_dimensional_input_raises(blobs):
 
 
 @pytest.mark.parametrize("use_dask", [False, True])
-def test_empty_input_raises(use_dask):
-    X = np.empty((0, 2))
-    data = da.from_array(X) if use_dask else X
-    with pytest.raises(
-        ValueError,
-        match=re.escape(
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        pytest.param(
+            (0, 2),
             "Found array with 0 sample(s) (shape=(0, 2)) in X while a minimum of 2 is "
-            "required"
+            "required",
+            id="empty",
         ),
-    ):
-        GaussianMixture(1).fit(data)
-
-
-@pytest.mark.parametrize("use_dask", [False, True])
-def test_zero_features_raises(use_dask):
-    X = np.empty((10, 0))
-    data = da.from_array(X) if use_dask else X
-    with pytest.raises(
-        ValueError,
-        match=re.escape(
+        pytest.param(
+            (10, 0),
             "Found array with 0 feature(s) (shape=(10, 0)) while a minimum of 1 is "
-            "required: X has no columns"
+            "required: X has no columns",
+            id="zero_features",
         ),
-    ):
+    ],
+)
+def test_degenerate_input_raises(shape, message, use_dask):
+    X = np.empty(shape)
+    data = da.from_array(X) if use_dask else X
+    with pytest.raises(ValueError, match=re.escape(message)):
         GaussianMixture(1).fit(data)
 
 

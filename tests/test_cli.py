@@ -16,7 +16,7 @@ import zarr
 
 import daskgmm
 from daskgmm.cli import summary_lines
-from tests.conftest import DEMO, REPO, daskgmm_cmd
+from tests.conftest import DEMO, REPO, daskgmm_cmd, run_args
 
 
 def test_version():
@@ -270,17 +270,7 @@ def _example_data(kind: str, folder: Path) -> Path:
 def test_example_configs_run_at_small_size(tmp_path, kind):
     data = _example_data(kind, tmp_path)
     out = tmp_path / "out"
-    result = daskgmm_cmd(
-        "run",
-        str(REPO / "configs" / f"{kind}.yaml"),
-        "--set",
-        f"data.path={data}",
-        "--set",
-        f"output.directory={out}",
-        "--set",
-        "cluster.n_workers=1",
-        "--quiet",
-    )
+    result = daskgmm_cmd(*run_args(kind, out, f"data.path={data}"))
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     expected_rows = {"parquet": 20_000, "zarr": 20_000, "image": 60 * 80}[kind]

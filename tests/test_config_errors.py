@@ -195,34 +195,40 @@ def test_a_bad_set_option_exits_2(tmp_path, override, message):
 @pytest.mark.parametrize(
     ("filters", "message"),
     [
-        (
+        pytest.param(
             '[[a, "~", 1]]',
             "data.filters[0]: the operator (second item) must be one of =, ==, !=, <, "
             ">, <=, >=, in, not in; got '~'",
+            id="operator",
         ),
-        (
+        pytest.param(
             "[[a, '>', 0], [a, 1]]",
             "data.filters[1]: a filter is [column, operator, value], e.g. "
             "[quality, '>', 0]; got ['a', 1]",
+            id="short-filter",
         ),
-        (
+        pytest.param(
             "[a]",
             "data.filters[0]: a filter is [column, operator, value], e.g. "
             "[quality, '>', 0]; got 'a'",
+            id="not-a-list",
         ),
-        (
+        pytest.param(
             "[[3, '>', 1]]",
             "data.filters[0]: the column (first item) must be a column name; got 3",
+            id="column",
         ),
-        (
+        pytest.param(
             "[[a, in, 1]]",
             "data.filters[0]: the value of 'in' must be a list of numbers or strings; "
             "got 1",
+            id="in-value",
         ),
-        (
+        pytest.param(
             "[[a, '<', [1]]]",
             "data.filters[0]: the value of '<' must be a number, string or date; "
             "got [1]",
+            id="comparison-value",
         ),
     ],
 )

@@ -139,14 +139,18 @@ def test_point_initialisations_put_the_means_on_sample_rows(rows, method):
 @pytest.mark.parametrize("ctype", ["full", "diag"])
 def test_kmeans_initialisation_is_the_hard_assignment_statistics(rows, ctype):
     passes, sample = _sample(rows, len(rows))
-    plan = plan_initial(
-        "kmeans",
-        sample,
-        n_components=4,
-        covariance_type=ctype,
-        reg_covar=REG,
-        rng=np.random.RandomState(0),
-    )
+
+    def kmeans_plan():
+        return plan_initial(
+            "kmeans",
+            sample,
+            n_components=4,
+            covariance_type=ctype,
+            reg_covar=REG,
+            rng=np.random.RandomState(0),
+        )
+
+    plan = kmeans_plan()
     centers = plan.kernel_params[0]
     ((weights, means, cov),) = run_plans(passes, [plan])
     labels = cdist(rows, centers, "sqeuclidean").argmin(axis=1)
@@ -160,14 +164,7 @@ def test_kmeans_initialisation_is_the_hard_assignment_statistics(rows, ctype):
             want = np.diag(want)
         assert_allclose(cov[j], want, rtol=1e-10, atol=1e-12)
     # Two plans share one pass and give what each gives alone.
-    again = plan_initial(
-        "kmeans",
-        sample,
-        n_components=4,
-        covariance_type=ctype,
-        reg_covar=REG,
-        rng=np.random.RandomState(0),
-    )
+    again = kmeans_plan()
     shared = run_plans(passes, [plan, again])
     for a, b in zip(shared[0] + shared[1], (weights, means, cov) * 2, strict=True):
         assert_array_equal(a, b)

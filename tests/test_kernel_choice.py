@@ -9,6 +9,7 @@ import pytest
 
 from daskgmm import GaussianMixture, _compiled, _em
 from daskgmm import _kernels as K
+from tests.conftest import local_client
 
 distributed = pytest.importorskip("distributed")
 needs_numba = pytest.mark.skipif(not _compiled.available(), reason="numba missing")
@@ -37,17 +38,8 @@ def test_the_environment_variable_overrides_auto_only(monkeypatch, env):
 def test_auto_keeps_numpy_on_small_workers(monkeypatch, caplog, limit, compiled):
     monkeypatch.delenv("DASKGMM_KERNEL", raising=False)
     caplog.set_level(logging.INFO, logger="daskgmm")
-    with (
-        distributed.LocalCluster(
-            n_workers=1,
-            processes=False,
-            memory_limit=limit,
-            host="127.0.0.1",
-            protocol="tcp",
-            dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster),
-    ):
+    # threads_per_worker=None: LocalCluster's default number of threads.
+    with local_client(1, memory_limit=limit, threads_per_worker=None):
         chosen = _em.select_estep_kernel("auto")
         forced = _em.select_estep_kernel("compiled")
     assert (chosen is _compiled.estep_block) is compiled

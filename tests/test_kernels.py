@@ -163,30 +163,35 @@ nonfinite_warnings = pytest.mark.filterwarnings(
 SHAPES = [(1, 1, 1), (37, 2, 3), (200, 5, 4), (130, 9, 6)]  # (n, d, K); d=9 ≥ SMALL_D
 
 
+def over_problems(test):
+    """Parametrize ``test(ctype, n, d, k, offset)`` over the covariance types, the
+    SHAPES and the offsets 0 and 1e6."""
+    test = pytest.mark.parametrize("offset", [0.0, 1e6])(test)
+    test = pytest.mark.parametrize(("n", "d", "k"), SHAPES)(test)
+    return pytest.mark.parametrize("ctype", COVARIANCE_TYPES)(test)
+
+
+def shaped_problem(salt, ctype, n, d, k, offset):
+    """:func:`make_problem` seeded by the shape (and ``salt``, one per test)."""
+    return make_problem(n * 100 + d * 10 + k + salt, n, d, k, ctype, offset)
+
+
 ###############################################################################
 # Log-densities
 
 
-@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
-@pytest.mark.parametrize(("n", "d", "k"), SHAPES)
-@pytest.mark.parametrize("offset", [0.0, 1e6])
+@over_problems
 def test_weighted_log_prob_matches_scipy(ctype, n, d, k, offset):
-    X, weights, means, _, full_cov, _, kp = make_problem(
-        n * 100 + d * 10 + k, n, d, k, ctype, offset
-    )
+    X, weights, means, _, full_cov, _, kp = shaped_problem(0, ctype, n, d, k, offset)
     ref = scipy_weighted_log_prob(X, weights, means, full_cov)
     got = K.weighted_log_prob(X - kp.center, kp)
     assert got.shape == (n, k)
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
-@pytest.mark.parametrize(("n", "d", "k"), SHAPES)
-@pytest.mark.parametrize("offset", [0.0, 1e6])
+@over_problems
 def test_per_row_outputs_match_scipy(ctype, n, d, k, offset):
-    X, weights, means, _, full_cov, _, kp = make_problem(
-        n * 100 + d * 10 + k + 1, n, d, k, ctype, offset
-    )
+    X, weights, means, _, full_cov, _, kp = shaped_problem(1, ctype, n, d, k, offset)
     lp = scipy_weighted_log_prob(X, weights, means, full_cov)
     lse = logsumexp(lp, axis=1)
     score = K.score_samples_block(X, kp)
@@ -249,13 +254,9 @@ def test_zero_weight_component_gets_no_responsibility():
 # E-step statistics
 
 
-@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
-@pytest.mark.parametrize(("n", "d", "k"), SHAPES)
-@pytest.mark.parametrize("offset", [0.0, 1e6])
+@over_problems
 def test_estep_block_matches_brute_force(ctype, n, d, k, offset):
-    X, weights, means, _, full_cov, _, kp = make_problem(
-        n * 100 + d * 10 + k + 2, n, d, k, ctype, offset
-    )
+    X, weights, means, _, full_cov, _, kp = shaped_problem(2, ctype, n, d, k, offset)
     ref = brute_force_stats(X, weights, means, full_cov, ctype)
     got = K.estep_block(X, kp, block_index=2)
     assert_stats_match(got, ref, rtol=1e-9)

@@ -51,6 +51,17 @@ def _combine_sums(*parts: dict) -> dict:
     }
 
 
+def _column_sums(X: np.ndarray, rows, split_every: int, weights=None) -> dict:
+    """:func:`_sum_block` tree-reduced over ``X`` cut into blocks of ``rows`` rows
+    (with the ``weights`` cut alike when given), computed synchronously."""
+    if weights is not None:
+        weights = da.from_array(weights, chunks=(rows,))
+    Xd = da.from_array(X, chunks=(rows, X.shape[1]))
+    kwargs = dict(name="sum", split_every=split_every, weights=weights)
+    delayed = tree_reduce(Xd, _sum_block, 1.0, _combine_sums, **kwargs)
+    return delayed.compute(scheduler="sync")
+
+
 RAGGED = {
     "even": (10,) * 12,
     "ragged": (1, 7, 3, 20, 2, 11, 5, 5, 9, 4, 1, 12),
@@ -78,14 +89,7 @@ def test_tree_reduce_equals_a_flat_sum(split_every, layout):
     assert_allclose(result["sum"], flat, rtol=1e-12, atol=1e-12 * np.abs(X).sum())
     # Integer-valued rows sum exactly whatever the tree.
     Z = np.round(X * 100)
-    exact = tree_reduce(
-        da.from_array(Z, chunks=(rows, 3)),
-        _sum_block,
-        1.0,
-        _combine_sums,
-        name="sum",
-        split_every=split_every,
-    ).compute(scheduler="sync")
+    exact = _column_sums(Z, rows, split_every)
     assert_array_equal(exact["sum"], Z.sum(axis=0))
 
 
@@ -96,15 +100,7 @@ def test_tree_reduce_passes_the_weight_blocks(layout):
     rng = np.random.RandomState(2)
     X = rng.randint(-50, 50, size=(n, 2)).astype(np.float64)
     w = rng.randint(0, 4, size=n).astype(np.float64)
-    result = tree_reduce(
-        da.from_array(X, chunks=(rows, 2)),
-        _sum_block,
-        1.0,
-        _combine_sums,
-        name="sum",
-        split_every=3,
-        weights=da.from_array(w, chunks=(rows,)),
-    ).compute(scheduler="sync")
+    result = _column_sums(X, rows, 3, weights=w)
     assert_array_equal(result["sum"], w @ X)
 
 

@@ -244,11 +244,18 @@ def well_conditioned(seed: int = 0) -> tuple[np.ndarray, dict]:
     return X, dict(weights_init=np.array([0.5, 0.3, 0.2]), means_init=centers + 0.5)
 
 
-@pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
-def test_reg_covar_zero_fits_as_scikit_learn_when_positive_definite(ctype):
+def well_conditioned_fit(ctype: str) -> tuple[np.ndarray, dict, dict]:
+    """:func:`well_conditioned` rows, their initial parameters (identity precisions
+    of ``ctype``) and the settings of a tight fit with ``reg_covar=0``."""
     X, init = well_conditioned()
     init["precisions_init"] = identity_precisions(ctype, 3, 3)
     kwargs = dict(covariance_type=ctype, reg_covar=0.0, tol=1e-8, max_iter=200)
+    return X, init, kwargs
+
+
+@pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
+def test_reg_covar_zero_fits_as_scikit_learn_when_positive_definite(ctype):
+    X, init, kwargs = well_conditioned_fit(ctype)
     ours = GaussianMixture(3, **kwargs, **init).fit(X)
     sk = SklearnGaussianMixture(3, **kwargs, **init).fit(X)
     assert ours.converged_ and sk.converged_
@@ -265,9 +272,7 @@ def test_reg_covar_zero_fits_as_scikit_learn_when_positive_definite(ctype):
 @pytest.mark.parametrize("ctype", ["full", "tied", "diag", "spherical"])
 def test_a_large_offset_is_not_mistaken_for_rounding_noise(ctype):
     # Unit variances at 1e8: 16 digits hold them (the floor is (64 eps 1e8)^2 ~ 2e-12).
-    X, init = well_conditioned()
-    init["precisions_init"] = identity_precisions(ctype, 3, 3)
-    kwargs = dict(covariance_type=ctype, reg_covar=0.0, tol=1e-8, max_iter=200)
+    X, init, kwargs = well_conditioned_fit(ctype)
     base = GaussianMixture(3, **kwargs, **init).fit(X)
     init["means_init"] = init["means_init"] + 1e8
     shifted = GaussianMixture(3, **kwargs, **init).fit(X + 1e8)

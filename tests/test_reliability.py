@@ -375,24 +375,25 @@ def test_omit_is_saved_with_the_model(tmp_path):
     assert (loaded.predict(X)[bad] == -1).all()
 
 
+OMIT_JOB = (
+    "data: {source: parquet, path: t.parquet}\n"
+    "model: {n_components: 2, nan_policy: omit}\n"
+    "output: {directory: out, labels: true}\n"
+    "cluster: {n_workers: 1}\n"
+)
+
+
 def test_a_job_with_nan_policy_omit_runs(tmp_path):
     import json
 
     import pandas as pd
 
-    from tests.conftest import daskgmm_cmd
+    from tests.conftest import run_job
 
     X, _ = _with_bad_rows(4)
     table = pd.DataFrame(X, columns=["a", "b", "c"])
     table.to_parquet(tmp_path / "t.parquet")
-    config = tmp_path / "job.yaml"
-    config.write_text(
-        "data: {source: parquet, path: t.parquet}\n"
-        "model: {n_components: 2, nan_policy: omit}\n"
-        "output: {directory: out, labels: true}\n"
-        "cluster: {n_workers: 1}\n"
-    )
-    result = daskgmm_cmd("run", str(config), "--quiet")
+    result = run_job(tmp_path, OMIT_JOB)
     assert result.returncode == 0, result.stderr
     assert "37 row(s) with NaN or infinity left out of the fit" in result.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())

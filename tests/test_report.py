@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -448,11 +449,16 @@ def test_write_report_checks_its_inputs_before_writing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def _dir_holding(path: Path, name: str, text: str) -> Path:
+    """``path`` made a directory holding one file ``name`` of ``text``."""
+    path.mkdir()
+    (path / name).write_text(text)
+    return path
+
+
 def test_existing_out_dir_is_an_error_and_left_alone(tmp_path):
     model, X, _ = fitted(2)
-    out = tmp_path / "r"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    out = _dir_holding(tmp_path / "r", "keep.txt", "mine")
     with pytest.raises(FileExistsError, match="already exists; remove it or allow"):
         write_report(model, X, out, metrics={})
     assert os.listdir(out) == ["keep.txt"]
@@ -461,9 +467,7 @@ def test_existing_out_dir_is_an_error_and_left_alone(tmp_path):
 
 def test_overwrite_replaces_the_whole_directory(tmp_path):
     model, X, _ = fitted(2)
-    out = tmp_path / "r"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    out = _dir_holding(tmp_path / "r", "stale.txt", "old")
     # A directory daskgmm did not write is never replaced.
     with pytest.raises(FileExistsError, match="was not written by daskgmm"):
         write_report(model, X, out, metrics={"run": 2}, overwrite=True)

@@ -27,6 +27,7 @@ import daskgmm
 from daskgmm import ConvergenceWarning, GaussianMixture, select_model
 from daskgmm._em import DataPasses
 from daskgmm._preprocess import Scaling
+from tests.conftest import run_job
 
 CENTRES = np.array([[0.0, 0.0], [6.0, 0.0], [3.0, 5.2]])  # 6 sd apart
 SKEWED_MEANS = np.array([1.0, 2.5, 4.0])  # of log1p(amount) per cluster
@@ -644,8 +645,8 @@ def test_job_with_a_features_block_on_a_parquet_table(tmp_path):
     frame.insert(0, "row_id", np.arange(len(frame)))
     frame["ignored"] = 1.0
     frame.to_parquet(tmp_path / "table.parquet", row_group_size=5_000)
-    job = tmp_path / "job.yaml"
-    job.write_text(
+    result = run_job(
+        tmp_path,
         "data: {source: parquet, path: table.parquet, id_columns: [row_id]}\n"
         "features:\n"
         "  columns: [thickness_m, amount, price_eur]\n"
@@ -653,9 +654,9 @@ def test_job_with_a_features_block_on_a_parquet_table(tmp_path):
         "  log1p: [amount]\n"
         "model: {n_components: 3, covariance_type: diag, random_state: 0}\n"
         "cluster: {n_workers: 1}\n"
-        "output: {directory: out, format: parquet, log_densities: true}\n"
+        "output: {directory: out, format: parquet, log_densities: true}\n",
+        timeout=300,
     )
-    result = daskgmm_cmd("run", str(job), "--quiet")
     assert result.returncode == 0, result.stderr
 
     out = tmp_path / "out"

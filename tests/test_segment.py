@@ -41,6 +41,7 @@ from daskgmm.segment import (
     storage_tile,
     strip_features,
 )
+from tests.conftest import run_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -498,25 +499,9 @@ def test_segment_command_on_a_tiff(tmp_path):
 
 def test_segment_photo_config_runs_on_the_bundled_photo(tmp_path):
     out = tmp_path / "photo"
-    result = daskgmm_cmd(
-        "run",
-        str(REPO / "configs" / "segment-photo.yaml"),
-        "--set",
-        "data.name=coffee",
-        "--set",
-        "model.n_components=4",
-        "--set",
-        "model.max_iter=20",
-        "--set",
-        "segment.preview_size=300",
-        "--set",
-        "output.probabilities=true",
-        "--set",
-        f"output.directory={out}",
-        "--set",
-        "cluster.n_workers=1",
-        "--quiet",
-    )
+    settings = ("data.name=coffee", "model.n_components=4", "model.max_iter=20")
+    settings += ("segment.preview_size=300", "output.probabilities=true")
+    result = daskgmm_cmd(*run_args("segment-photo", out, *settings))
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["image"]["height"] == 400 and summary["image"]["width"] == 600

@@ -17,6 +17,7 @@ import zarr
 
 import daskgmm
 from daskgmm.io import read_image, read_zarr
+from tests.conftest import local_client
 
 FILL = -1.5
 ROWS, COLS, CHUNK_ROWS, SHARD_ROWS = 1000, 3, 100, 400
@@ -176,19 +177,13 @@ def test_damaged_chunk_names_store_and_chunk(tmp_path, layout):
 
 
 def test_damaged_chunk_on_distributed(tmp_path):
-    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("distributed")
     store = tmp_path / "d.zarr"
     _make(store, "v3")
     _truncate(store / "c" / "3" / "0")
+    # threads_per_worker=None: LocalCluster's default number of threads.
     with (
-        distributed.LocalCluster(
-            n_workers=1,
-            processes=False,
-            host="127.0.0.1",
-            protocol="tcp",
-            dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster),
+        local_client(1, threads_per_worker=None),
         pytest.raises(ValueError, match=_damaged_message(str(store), "c/3/0")),
     ):
         read_zarr(store).sum().compute()
