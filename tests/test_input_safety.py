@@ -287,3 +287,28 @@ def test_a_filter_on_a_missing_column_is_a_configuration_error(inputs):
         "to filter on; its columns are ['a', 'b']"
     )
     assert not (inputs / "out").exists()
+
+
+def test_a_job_on_a_store_with_a_missing_chunk_fails_unless_told_to_fill(inputs):
+    os.remove(inputs / "v.zarr" / "c" / "2" / "0")  # rows 200-299
+    job = inputs / "job.yaml"
+    job.write_text(
+        "data: {source: zarr, path: v.zarr}\n"
+        "model: {n_components: 2, random_state: 0}\n"
+        "cluster: {n_workers: 1}\n"
+        "output: {directory: out, report: false}\n"
+    )
+    result = _cli("run", str(job), "--quiet", cwd=inputs)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert (
+        f"Zarr array {inputs / 'v.zarr'} is missing 1 of 5 chunks (first: c/2/0)"
+        in (line)
+    )
+    assert "(job: data.missing_chunks: fill)" in line
+    assert not (inputs / "out").exists()
+    filled = _cli(
+        "run", str(job), "--quiet", "--set", "data.missing_chunks=fill", cwd=inputs
+    )
+    assert filled.returncode == 0, filled.stderr
+    assert json.loads((inputs / "out" / "metrics.json").read_text())["n_samples"] == 500
