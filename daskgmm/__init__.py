@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from daskgmm import exceptions
 from daskgmm._version import __version__
+from daskgmm.bayesian import BayesianGaussianMixture
 from daskgmm.mixture import GaussianMixture
 from daskgmm.mixture import load_model as load
 from daskgmm.selection import ModelSelection, select_model
@@ -17,6 +18,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "BayesianGaussianMixture",
     "ConvergenceWarning",
     "GaussianMixture",
     "ModelSelection",

@@ -10,6 +10,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dask
 import dask.array as da
@@ -53,6 +54,8 @@ class RunResult:
     n_iter: int
     lower_bound: float
     lower_bounds: list[float] = field(default_factory=list)
+    # A variational run's (posterior, prior) (daskgmm._variational).
+    variational: Any = None
 
 
 class DataPasses:
@@ -466,6 +469,21 @@ class Run:
         """Whether the candidate needs another pass."""
         return self.error is None and not self.converged and self.n_iter < self.max_iter
 
+    def kernel_params(
+        self, about: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> K.KernelParams:
+        """The E-step's kernel parameters of the current parameters; with ``about``
+        (shifts and their weights) accumulating about those shifts instead of the
+        means (:func:`daskgmm._kernels.recentred`)."""
+        p = self.params
+        if about is None:
+            return K.prepare(
+                p.weights, p.means, p.precisions_cholesky, self.covariance_type
+            )
+        return K.recentred(
+            p.weights, p.means, p.precisions_cholesky, self.covariance_type, *about
+        )
+
     def result(self) -> RunResult:
         return RunResult(
             self.params,
@@ -680,16 +698,7 @@ def recentre(
         return checks
     recentred = []
     for j in redo:
-        run = runs[active[j]]
-        p = run.params
-        kp = K.recentred(
-            p.weights,
-            p.means,
-            p.precisions_cholesky,
-            run.covariance_type,
-            shifts[j],
-            results[j]["nk"],
-        )
+        kp = runs[active[j]].kernel_params(about=(shifts[j], results[j]["nk"]))
         recentred.append((calls[j][0], kp, calls[j][2]))
     again = passes.run_many(recentred, "estep-recentred")
     for j, stats in zip(redo, again, strict=True):
@@ -737,10 +746,7 @@ def run_em_batched(
         tic = time.perf_counter()
         calls = []
         for i in active:
-            p = runs[i].params
-            kp = K.prepare(
-                p.weights, p.means, p.precisions_cholesky, runs[i].covariance_type
-            )
+            kp = runs[i].kernel_params()
             calls.append((passes.estep, kp, K.combine_stats))
         results = passes.run_many(calls, "estep")
         if on_pass is not None:

@@ -211,6 +211,18 @@ class InitPlan:
         assert stats is not None and self.shifts is not None
         return K.m_step(stats, self.shifts, self.reg_covar, self.covariance_type)
 
+    def counts(self, stats: dict | None = None) -> tuple:
+        """Row counts, means and covariances of the initial responsibilities
+        (scikit-learn's ``nk``, ``xk``, ``sk``, with its ``10 eps`` in ``nk``): a
+        start chosen among rows (k-means++, random_from_data) is one row per
+        component, covariance ``reg_covar``."""
+        weights, means, covariances = self.finish(stats)
+        if self.kernel is None:
+            nk = np.ones(len(weights))
+        else:
+            nk = np.asarray(stats["nk"], dtype=np.float64)
+        return nk + 10 * K.EPS, means, covariances
+
 
 def plan_initial(
     method: str,
@@ -271,18 +283,28 @@ def plan_initial(
     )
 
 
+def plan_statistics(
+    passes: object, plans: list[InitPlan], extra: list[tuple] = ()
+) -> tuple[list[dict | None], list]:
+    """The pass statistics of the plans that need one (None for the others) and the
+    results of ``extra`` ``(kernel, params, combine)`` calls, in one pass over
+    ``passes`` (none when nothing needs one)."""
+    pending = [i for i, plan in enumerate(plans) if plan.kernel is not None]
+    calls = [
+        (plans[i].kernel, plans[i].kernel_params, K.combine_stats) for i in pending
+    ]
+    stats: list[dict | None] = [None] * len(plans)
+    if not calls and not extra:
+        return stats, []
+    names = {plans[i].name for i in pending}
+    name = names.pop() if len(names) == 1 and not extra else "init"
+    results = passes.run_many([*calls, *extra], name)
+    for i, result in zip(pending, results, strict=False):
+        stats[i] = result
+    return stats, list(results[len(calls) :])
+
+
 def run_plans(passes: object, plans: list[InitPlan]) -> list[tuple]:
     """Finish initialisation plans; those needing a pass share one (``passes``)."""
-    pending = [i for i, plan in enumerate(plans) if plan.kernel is not None]
-    stats: dict[int, dict] = {}
-    if pending:
-        names = {plans[i].name for i in pending}
-        results = passes.run_many(
-            [
-                (plans[i].kernel, plans[i].kernel_params, K.combine_stats)
-                for i in pending
-            ],
-            names.pop() if len(names) == 1 else "init",
-        )
-        stats = dict(zip(pending, results, strict=True))
-    return [plan.finish(stats.get(i)) for i, plan in enumerate(plans)]
+    stats, _ = plan_statistics(passes, plans)
+    return [plan.finish(s) for plan, s in zip(plans, stats, strict=True)]

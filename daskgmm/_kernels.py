@@ -284,11 +284,13 @@ def prepare(
     prec_chol: np.ndarray,
     covariance_type: str,
     center: np.ndarray | None = None,
+    log_weights: np.ndarray | None = None,
 ) -> KernelParams:
     """Turn mixture parameters into the arrays the chunk kernels need.
 
     ``center`` (subtracted from every row first) defaults to the weighted mean of
-    the means.
+    the means. ``log_weights`` replaces ``log(weights)`` in the log-densities (a
+    variational mixture's expected log weights and precision terms).
     """
     weights = np.asarray(weights, dtype=np.float64)
     means = np.asarray(means, dtype=np.float64)
@@ -322,8 +324,9 @@ def prepare(
         covariance_type,
         n_features,
     )
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(weights)
+    if log_weights is None:
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(weights)
     log_norm = log_weights + log_det - 0.5 * n_features * LOG_2PI
     return KernelParams(
         covariance_type=covariance_type,
@@ -786,6 +789,7 @@ def recentred(
     covariance_type: str,
     about: np.ndarray,
     about_weights: np.ndarray,
+    log_weights: np.ndarray | None = None,
 ) -> KernelParams:
     """Kernel parameters of the mixture that accumulate about the means ``about``.
 
@@ -797,7 +801,9 @@ def recentred(
     """
     about = np.asarray(about, dtype=np.float64)
     center = weighted_center(about_weights, about)
-    kp = prepare(weights, means, prec_chol, covariance_type, center=center)
+    kp = prepare(
+        weights, means, prec_chol, covariance_type, center, log_weights=log_weights
+    )
     return replace(kp, shifts=np.ascontiguousarray(about - center))
 
 

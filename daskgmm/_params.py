@@ -46,6 +46,7 @@ from daskgmm._reduce import DEFAULT_SPLIT_EVERY
 from daskgmm._validation import (
     check_int,
     check_option,
+    check_positive,
     check_random_state,
     check_real,
 )
@@ -53,7 +54,19 @@ from daskgmm._validation import (
 PERSIST_OPTIONS = ("auto", True, False)
 NAN_POLICIES = ("raise", "omit")
 
-KINDS = ("int", "real", "option", "bool", "seed", "array", "columns")
+KINDS = (
+    "int",
+    "real",
+    "positive_or_none",
+    "option",
+    "bool",
+    "seed",
+    "array",
+    "columns",
+)
+ESTIMATORS = ("GaussianMixture", "BayesianGaussianMixture")
+# A job's model.kind, by estimator.
+MODEL_KINDS = {"gaussian": "GaussianMixture", "bayesian": "BayesianGaussianMixture"}
 
 
 @dataclass(frozen=True)
@@ -77,13 +90,17 @@ class Param:
     # In a model sweep (select_model): 'shared' by every candidate, set per
     # 'candidate' by the sweep, or 'refused' (it depends on one candidate).
     sweep: str = "shared"
+    # The estimators that have it.
+    estimators: tuple[str, ...] = ESTIMATORS
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"{self.name}: unknown kind {self.kind!r}")
         if self.kind == "option" and self.default not in self.options:
             raise ValueError(f"{self.name}: default not among the options")
-        if self.kind in ("int", "real") and (self.gt is None) == (self.ge is None):
+        if self.kind in ("int", "real", "positive_or_none") and (self.gt is None) == (
+            self.ge is None
+        ):
             raise ValueError(f"{self.name}: give exactly one of gt and ge")
 
     @property
@@ -153,6 +170,7 @@ PARAMS: tuple[Param, ...] = (
         "Initial weights, shape (n_components,).",
         ndim=1,
         sweep="refused",
+        estimators=("GaussianMixture",),
     ),
     Param(
         "means_init",
@@ -161,6 +179,7 @@ PARAMS: tuple[Param, ...] = (
         "Initial means, shape (n_components, n_features).",
         ndim=2,
         sweep="refused",
+        estimators=("GaussianMixture",),
     ),
     Param(
         "precisions_init",
@@ -168,6 +187,58 @@ PARAMS: tuple[Param, ...] = (
         "array",
         "Initial precisions; the shape depends on covariance_type.",
         sweep="refused",
+        estimators=("GaussianMixture",),
+    ),
+    Param(
+        "weight_concentration_prior_type",
+        "dirichlet_process",
+        "option",
+        "The prior on the weights: a Dirichlet process (stick breaking) or a "
+        "Dirichlet distribution.",
+        options=("dirichlet_process", "dirichlet_distribution"),
+        estimators=("BayesianGaussianMixture",),
+    ),
+    Param(
+        "weight_concentration_prior",
+        None,
+        "positive_or_none",
+        "Concentration of the weights' prior (None: 1 / n_components); smaller "
+        "values leave more components empty.",
+        gt=0,
+        estimators=("BayesianGaussianMixture",),
+    ),
+    Param(
+        "mean_precision_prior",
+        None,
+        "positive_or_none",
+        "Precision of the means' prior (None: 1).",
+        gt=0,
+        estimators=("BayesianGaussianMixture",),
+    ),
+    Param(
+        "mean_prior",
+        None,
+        "array",
+        "Mean of the means' prior, shape (n_features,) (None: the data's mean).",
+        ndim=1,
+        estimators=("BayesianGaussianMixture",),
+    ),
+    Param(
+        "degrees_of_freedom_prior",
+        None,
+        "positive_or_none",
+        "Degrees of freedom of the precisions' prior, > n_features - 1 (None: "
+        "n_features).",
+        gt=0,
+        estimators=("BayesianGaussianMixture",),
+    ),
+    Param(
+        "covariance_prior",
+        None,
+        "array",
+        "Covariance of the precisions' prior: (n_features, n_features) for full and "
+        "tied, (n_features,) for diag, a float for spherical (None: the data's).",
+        estimators=("BayesianGaussianMixture",),
     ),
     Param("random_state", None, "seed", "Seed of the initialisation."),
     Param(
@@ -265,6 +336,9 @@ def check_param(param: Param, value: Any, owner: str = "GaussianMixture") -> Non
         if param.ge != 0:  # check_real's bound is 0
             raise NotImplementedError(f"{param.name}: a real bound other than >= 0")
         check_real(value, param.name, owner)
+    elif param.kind == "positive_or_none":
+        if value is not None:
+            check_positive(value, param.name, owner)
     elif param.kind == "option":
         check_option(value, param.name, param.options, owner)
     elif param.kind == "bool":
@@ -292,10 +366,15 @@ def check_log1p_param(log1p: Any) -> None:
             )
 
 
+def params_of(estimator: str) -> tuple[Param, ...]:
+    """The parameters of ``estimator`` (a name of :data:`ESTIMATORS`), in order."""
+    return tuple(p for p in PARAMS if estimator in p.estimators)
+
+
 def check_params(values: dict[str, Any], owner: str = "GaussianMixture") -> None:
-    """Check every parameter of ``values`` (all of the table's) and the rules
-    between them; raises the estimator's TypeError/ValueError."""
-    for param in PARAMS:
+    """Check every parameter of ``owner`` in ``values`` and the rules between them;
+    raises the estimator's TypeError/ValueError."""
+    for param in params_of(owner):
         check_param(param, values[param.name], owner)
     check_log1p_param(values["log1p"])
     check_covariance_type(values["scale"], values["covariance_type"])

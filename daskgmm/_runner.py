@@ -26,6 +26,7 @@ import numpy as np
 
 from daskgmm import _kernels as K
 from daskgmm import _preprocess as P
+from daskgmm import _variational as V
 from daskgmm._em import (
     DataPasses,
     Parameters,
@@ -38,7 +39,7 @@ from daskgmm._init import (
     InitPlan,
     Sample,
     plan_initial,
-    run_plans,
+    plan_statistics,
     sample_from_result,
     sample_rate,
 )
@@ -71,6 +72,9 @@ class WarmStart:
     lower_bound: float
     scaling: P.Scaling
     scaled: tuple[Parameters, float] | None = None
+    # A variational fit's scale-free posterior arrays: weight_concentration,
+    # mean_precision, degrees_of_freedom.
+    variational: dict | None = None
 
 
 @dataclass
@@ -94,6 +98,10 @@ class Candidate:
     inits: dict = field(default_factory=lambda: dict(_NO_INITS))
     warm: WarmStart | None = None
     label: str = ""
+    # A variational (Bayesian) mixture's prior settings, in the units of f(x):
+    # prior_type and the weight_concentration / mean_precision / mean /
+    # degrees_of_freedom / covariance priors (None: from the data).
+    variational: dict | None = None
 
     @classmethod
     def from_params(cls, params: dict[str, Any], **given: Any) -> Candidate:
@@ -253,6 +261,11 @@ def run_candidates(
     -------
     Sweep
     """
+    if checkpoint is not None and any(c.variational for c in candidates):
+        raise ValueError(
+            "checkpoints are not kept for BayesianGaussianMixture fits; fit without "
+            "a checkpoint"
+        )
     outcomes = [Outcome(c) for c in candidates]
     rngs = [check_random_state(c.random_state) for c in candidates]
     specs = [_sample_spec(c, rng) for c, rng in zip(candidates, rngs, strict=True)]
@@ -403,15 +416,11 @@ def _initialise(
     raise_errors: bool,
 ) -> None:
     """New runs: warm starts, and the initialisations of the others (those needing a
-    pass share one)."""
+    pass share one, with the data's moments a variational candidate's priors need)."""
     plans: list[tuple[Outcome, InitPlan]] = []
     for out, rng, sample in zip(outcomes, rngs, samples, strict=True):
         cand = out.candidate
-        if out.error is not None:
-            continue
-        if cand.warm is not None:
-            params, bound = space.warm_parameters(cand.warm, cand.covariance_type)
-            out.runs.append(_new_run(cand, params, bound, 0, None))
+        if out.error is not None or cand.warm is not None:
             continue
         try:
             for _ in range(cand.n_init):
@@ -421,23 +430,109 @@ def _initialise(
                 raise
             out.error = str(exc)
     plans = [(out, p) for out, p in plans if out.error is None]
-    starts = run_plans(space.passes, [p for _, p in plans])
-    for (out, _), start in zip(plans, starts, strict=True):
+    bayesian = [o for o in outcomes if o.error is None and o.candidate.variational]
+    center = _prior_center(space, outcomes, samples) if bayesian else None
+    extra = [] if center is None else [_moments_call(center, space)]
+    stats, moments = plan_statistics(space.passes, [p for _, p in plans], extra)
+    priors = {id(o): _prior(o.candidate, moments[0], center, space) for o in bayesian}
+    for out in outcomes:
+        cand = out.candidate
+        if out.error is None and cand.warm is not None:
+            params, bound = space.warm_parameters(cand.warm, cand.covariance_type)
+            out.runs.append(_new_run(cand, params, bound, 0, None, priors.get(id(out))))
+    for (out, plan), st in zip(plans, stats, strict=True):
         cand = out.candidate
         if out.error is not None:
             continue
+        sample = samples[outcomes.index(out)]
+        rows = None if sample is None else sample.rows
+        if cand.variational:
+            start = V.posterior(*plan.counts(st), priors[id(out)], cand.covariance_type)
+            out.runs.append(
+                _new_run(cand, start, -np.inf, len(out.runs), rows, priors[id(out)])
+            )
+            continue
         try:
             params = _with_inits(
-                start, space.scaled_inits(cand.inits, cand.covariance_type), cand
+                plan.finish(st),
+                space.scaled_inits(cand.inits, cand.covariance_type),
+                cand,
             )
         except ValueError as exc:
             if raise_errors:
                 raise
             out.error = f"initialisation failed: {exc}"
             continue
-        sample = samples[outcomes.index(out)]
-        rows = None if sample is None else sample.rows
         out.runs.append(_new_run(cand, params, -np.inf, len(out.runs), rows))
+
+
+def _prior_center(
+    space: FitSpace, outcomes: list[Outcome], samples: list[Sample | None]
+) -> np.ndarray:
+    """Where the data's moments for the priors are accumulated about (the sample's
+    mean, or a warm start's weighted mean): close to the data, so the second
+    moments keep their digits far from the origin."""
+    for sample in samples:
+        if sample is not None and len(sample.rows):
+            return sample.rows.mean(axis=0)
+    for out in outcomes:
+        warm = out.candidate.warm
+        if warm is not None:
+            params, _ = space.warm_parameters(warm, out.candidate.covariance_type)
+            return K.weighted_center(params.weights, params.means)
+    return np.zeros(space.scaling.n_features)
+
+
+def _moments_call(center: np.ndarray, space: FitSpace) -> tuple:
+    """A one-component E-step about ``center``: every row's weight, its sum and
+    second moments (the data's mean and covariance)."""
+    d = center.shape[0]
+    kp = K.prepare(np.ones(1), center[None], np.eye(d)[None], "full", center=center)
+    return (K.estep_block, kp, K.combine_stats)
+
+
+def _prior(cand: Candidate, moments: dict, center: np.ndarray, space: FitSpace):
+    """A variational candidate's priors in the space EM runs in."""
+    spec, ctype = cand.variational, cand.covariance_type
+    mean, covariance = spec["mean_prior"], spec["covariance_prior"]
+    if not space.scaling.is_identity and (mean is not None or covariance is not None):
+        mean, covariance = _scaled_prior(mean, covariance, ctype, space.scaling)
+    if covariance is not None and ctype == "spherical":
+        covariance = float(covariance)
+    stats = moments
+    if ctype in ("diag", "spherical"):
+        stats = {**moments, "s2": np.diagonal(moments["s2"], axis1=1, axis2=2)}
+    return V.data_prior(
+        stats,
+        center,
+        ctype,
+        prior_type=spec["prior_type"],
+        weight_concentration=spec["weight_concentration_prior"],
+        mean_precision=spec["mean_precision_prior"],
+        mean=mean,
+        degrees_of_freedom=spec["degrees_of_freedom_prior"],
+        covariance=covariance,
+        n_components=cand.n_components,
+    )
+
+
+def _scaled_prior(mean: Any, covariance: Any, ctype: str, scaling: P.Scaling) -> tuple:
+    """User priors (units of f(x)) on the scaled features."""
+    cov = None
+    if covariance is not None:
+        cov = np.asarray(covariance, dtype=np.float64)
+        cov = cov if ctype == "tied" else cov[None]
+    _, means, covs, _ = P.to_scaled_units(
+        None,
+        None if mean is None else np.asarray(mean, dtype=np.float64)[None],
+        cov,
+        None,
+        ctype,
+        scaling,
+    )
+    if covs is not None and ctype != "tied":
+        covs = covs[0]
+    return (None if means is None else means[0]), covs
 
 
 def _init_plan(
@@ -473,23 +568,33 @@ def _with_inits(params: tuple, inits: dict, cand: Candidate) -> Parameters:
 
 def _new_run(
     cand: Candidate,
-    start: Parameters,
+    start: Any,
     lower_bound: float,
     index: int,
     reseed_rows: np.ndarray | None,
+    prior: V.Prior | None = None,
 ) -> Run:
     """An EM run; ``reseed_rows`` (the initialisation sample, in the fitted space)
-    re-seed components that lose all their rows."""
-    return Run(
-        start,
-        cand.covariance_type,
-        cand.tol,
-        cand.reg_covar,
-        cand.max_iter,
-        lower_bound,
-        cand.run_label(index),
-        reseed_rows=reseed_rows,
-    )
+    re-seed components that lose all their rows. A variational candidate's run
+    starts from a posterior (``start``, or warm-start parameters completed with the
+    candidate's scale-free posterior arrays) under ``prior``."""
+    settings = (cand.covariance_type, cand.tol, cand.reg_covar, cand.max_iter)
+    label = cand.run_label(index)
+    if not cand.variational:
+        return Run(start, *settings, lower_bound, label, reseed_rows=reseed_rows)
+    if isinstance(start, Parameters):  # a warm start
+        extra = cand.warm.variational
+        start = V.Posterior(
+            extra["weight_concentration"],
+            extra["mean_precision"],
+            start.means,
+            extra["degrees_of_freedom"],
+            start.covariances,
+            start.precisions_cholesky,
+        )
+    run = V.VariationalRun(start, *settings, lower_bound, label, prior=prior)
+    run.set_posterior(start)
+    return run
 
 
 ###############################################################################

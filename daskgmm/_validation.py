@@ -257,6 +257,20 @@ def check_real(value: Any, name: str, owner: str = "GaussianMixture") -> None:
         )
 
 
+def check_positive(value: Any, name: str, owner: str) -> None:
+    """A finite real ``> 0`` (None is checked by the caller)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"The '{name}' parameter of {owner} must be None or a float in the range "
+            f"(0.0, inf). Got {value!r} of type {_type_name(value)} instead."
+        )
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be None or a float in the range "
+            f"(0.0, inf). Got {value!r} instead."
+        )
+
+
 def check_option(
     value: Any, name: str, options: tuple, owner: str = "GaussianMixture"
 ) -> None:

@@ -33,7 +33,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from daskgmm._params import BY_NAME, PARAMS, Param
+from daskgmm._params import BY_NAME, MODEL_KINDS, PARAMS, Param
 
 
 @dataclass(frozen=True)
@@ -196,21 +196,44 @@ def _job_field(param: Param) -> tuple[Any, Any]:
         annotation = bool
     elif param.kind == "seed":
         annotation = int | None  # a RandomState instance cannot be written in YAML
+    elif param.kind == "positive_or_none":
+        annotation = float | None
+        kwargs.update(gt=param.gt, allow_inf_nan=False)
     elif param.kind == "array":
         element = {1: float, 2: list[float]}.get(param.ndim, Any)
-        annotation = list[element] | None
+        annotation = list[element] | None if param.ndim else Any
     else:
         raise TypeError(f"no job field for the {param.kind} parameter {param.name}")
     return annotation, Field(param.default, **kwargs)
 
 
+class _ModelBase(_Block):
+    kind: Literal[tuple(MODEL_KINDS)] = "gaussian"
+
+    @model_validator(mode="after")
+    def _only_the_kinds_parameters(self) -> _ModelBase:
+        estimator = MODEL_KINDS[self.kind]
+        for param in PARAMS:
+            if estimator in param.estimators or param.name in _OUTSIDE_MODEL_BLOCK:
+                continue
+            if getattr(self, param.name) != param.default:
+                raise ValueError(
+                    f"{param.name} is a parameter of "
+                    f"{' and '.join(param.estimators)}, not of kind {self.kind!r} "
+                    f"({estimator}); remove it or set kind"
+                )
+        return self
+
+
 ModelConfig = create_model(
     "ModelConfig",
-    __base__=_Block,
+    __base__=_ModelBase,
     __module__=__name__,
-    __doc__="""Every ``GaussianMixture`` parameter (same names and defaults), derived
-    from the table :data:`daskgmm._params.PARAMS`, except ``scale`` and ``log1p``,
-    which the ``features`` block holds.""",
+    __doc__="""Every estimator parameter (same names and defaults), derived from the
+    table :data:`daskgmm._params.PARAMS`, except ``scale`` and ``log1p``, which the
+    ``features`` block holds; ``kind`` (``gaussian``: GaussianMixture,
+    ``bayesian``: BayesianGaussianMixture) says which estimator, and the other's
+    parameters must stay at their defaults.""",
     **{
         param.name: _job_field(param)
         for param in PARAMS

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from daskgmm import _chunks as C
 from daskgmm import _kernels as K
 from daskgmm import _preprocess as P
+from daskgmm import _variational as V
 from daskgmm import exceptions
 from daskgmm._em import DataPasses, Parameters, RunResult
 from daskgmm._plan import (
@@ -82,6 +83,12 @@ class FittedMixture:
     scaled_lower_bound: float | None = None
     n_omitted: int = 0
     timings: dict | None = field(default=None, compare=False)
+    # The estimator's class, and a variational mixture's prior type and fitted
+    # attributes beyond GaussianMixture's (weight_concentration_, mean_precision_,
+    # degrees_of_freedom_, the *_prior_ in use).
+    estimator: str = "GaussianMixture"
+    prior_type: str | None = None
+    variational: dict | None = field(default=None, compare=False)
 
     @property
     def n_components(self) -> int:
@@ -94,6 +101,24 @@ class FittedMixture:
     @property
     def is_scaled(self) -> bool:
         return not self.scaling.is_identity
+
+    @property
+    def log_weights(self) -> np.ndarray | None:
+        """What replaces ``log(weights)`` in the log-densities: a variational
+        mixture's expected log weights and precision terms (scale-free), else
+        None."""
+        if self.variational is None:
+            return None
+        v = self.variational
+        posterior = V.Posterior(
+            v["weight_concentration_"],
+            v["mean_precision_"],
+            self.means,
+            v["degrees_of_freedom_"],
+            None,
+            None,
+        )
+        return V.kernel_log_weights(posterior, self.prior_type)
 
 
 ###############################################################################
@@ -108,9 +133,11 @@ def from_run(
     *,
     n_omitted: int = 0,
     timings: dict | None = None,
+    estimator: str = "GaussianMixture",
 ) -> FittedMixture:
     """The fitted mixture of an EM run made in ``space`` (``scaling`` and ``shift``:
-    see :class:`daskgmm._runner.FitSpace`) on ``data``."""
+    see :class:`daskgmm._runner.FitSpace`) on ``data``; a variational run's
+    posterior and priors too (in the original units)."""
     scaling = space.scaling
     p = best.params
     lower_bound = float(best.lower_bound)
@@ -148,7 +175,41 @@ def from_run(
         scaled_bound,
         n_omitted,
         timings,
+        estimator,
+        *_variational_attributes(best, space, covariance_type),
     )
+
+
+def _variational_attributes(best: RunResult, space: Any, ctype: str) -> tuple:
+    """A variational run's prior type and extra fitted attributes, or (None, None)."""
+    if best.variational is None:
+        return None, None
+    post, prior = best.variational
+    mean, cov = prior.mean, prior.covariance
+    if not space.scaling.is_identity:
+        covs = np.asarray(cov, dtype=np.float64)
+        covs = (
+            covs
+            if ctype == "tied"
+            else covs[None]
+            if ctype != "spherical"
+            else covs.reshape(1)
+        )
+        _, means, covs, _ = P.to_original_units(
+            None, mean[None], covs, None, ctype, space.scaling
+        )
+        mean = means[0]
+        cov = covs if ctype == "tied" else covs[0]
+    return prior.weight_concentration_prior_type, {
+        "weight_concentration_": post.weight_concentration,
+        "mean_precision_": post.mean_precision,
+        "degrees_of_freedom_": post.degrees_of_freedom,
+        "weight_concentration_prior_": prior.weight_concentration,
+        "mean_precision_prior_": prior.mean_precision,
+        "mean_prior_": mean,
+        "degrees_of_freedom_prior_": prior.degrees_of_freedom,
+        "covariance_prior_": cov,
+    }
 
 
 # The estimator's fitted attributes, by FittedMixture field.
@@ -175,6 +236,19 @@ SCALED_ATTRIBUTES = {
 }
 
 
+# A variational mixture's fitted attributes beyond GaussianMixture's.
+VARIATIONAL_ATTRIBUTES = (
+    "weight_concentration_",
+    "mean_precision_",
+    "degrees_of_freedom_",
+    "weight_concentration_prior_",
+    "mean_precision_prior_",
+    "mean_prior_",
+    "degrees_of_freedom_prior_",
+    "covariance_prior_",
+)
+
+
 def from_attributes(model: Any) -> FittedMixture:
     """The fitted mixture of an object with scikit-learn's fitted attributes
     (``weights_``, ``means_``...: a fitted ``GaussianMixture``)."""
@@ -188,9 +262,15 @@ def from_attributes(model: Any) -> FittedMixture:
         for name, attribute in {**ATTRIBUTES, **SCALED_ATTRIBUTES}.items()
     }
     values["scaling"] = values["scaling"] or optional["scaling"]
+    variational = None
+    if hasattr(model, "weight_concentration_"):
+        variational = {name: getattr(model, name) for name in VARIATIONAL_ATTRIBUTES}
     return FittedMixture(
         covariance_type=model.covariance_type,
         feature_names=getattr(model, "feature_names_in_", None),
+        estimator=type(model).__name__,
+        prior_type=getattr(model, "weight_concentration_prior_type", None),
+        variational=variational,
         **values,
     )
 
@@ -245,7 +325,13 @@ def check_rows(fm: FittedMixture, X: Any, owner: str = "GaussianMixture") -> Dat
 
 def kernel_params(fm: FittedMixture) -> K.KernelParams:
     """Kernel parameters of the reported mixture (in the units of f(x))."""
-    return K.prepare(fm.weights, fm.means, fm.precisions_cholesky, fm.covariance_type)
+    return K.prepare(
+        fm.weights,
+        fm.means,
+        fm.precisions_cholesky,
+        fm.covariance_type,
+        log_weights=fm.log_weights,
+    )
 
 
 def fit_kernel_params(fm: FittedMixture) -> K.KernelParams:
@@ -254,7 +340,13 @@ def fit_kernel_params(fm: FittedMixture) -> K.KernelParams:
     if not fm.is_scaled:
         return kernel_params(fm)
     p = fm.scaled
-    return K.prepare(p.weights, p.means, p.precisions_cholesky, fm.covariance_type)
+    return K.prepare(
+        p.weights,
+        p.means,
+        p.precisions_cholesky,
+        fm.covariance_type,
+        log_weights=fm.log_weights,
+    )
 
 
 def per_row(fm: FittedMixture, data: Data, what: str, nan_policy: str = "raise") -> Any:

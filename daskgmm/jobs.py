@@ -21,6 +21,7 @@ import dask.array as da
 import numpy as np
 
 from daskgmm import _chunks as C
+from daskgmm._params import MODEL_KINDS, params_of
 from daskgmm.config import (
     ClusterConfig,
     ConfigError,
@@ -457,16 +458,30 @@ def kmeans_comparison(
     return comparison
 
 
+def model_estimator(config: JobConfig, **params: Any) -> Any:
+    """The unfitted estimator of ``model.kind`` with ``params``."""
+    if config.model.kind == "bayesian":
+        from daskgmm.bayesian import BayesianGaussianMixture
+
+        return BayesianGaussianMixture(**params)
+    from daskgmm.mixture import GaussianMixture
+
+    return GaussianMixture(**params)
+
+
 def model_params(config: JobConfig) -> dict:
-    """``GaussianMixture`` keyword arguments from the model and features blocks.
+    """The estimator's keyword arguments from the model and features blocks (those
+    of ``model.kind``'s estimator: :func:`model_estimator`).
 
     ``features.log1p`` column names become indices among the feature columns (the
     data reaches the model as an unnamed array).
     """
-    params = config.model.model_dump()
-    for name in ("weights_init", "means_init", "precisions_init"):
-        if params[name] is not None:
-            params[name] = np.asarray(params[name], dtype=np.float64)
+    dumped = config.model.model_dump()
+    estimator = MODEL_KINDS[dumped.pop("kind")]
+    params = {p.name: dumped[p.name] for p in params_of(estimator) if p.name in dumped}
+    for param in params_of(estimator):
+        if param.kind == "array" and params.get(param.name) is not None:
+            params[param.name] = np.asarray(params[param.name], dtype=np.float64)
     features = config.features
     columns = config.data.columns
     params["scale"] = features.scale

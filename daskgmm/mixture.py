@@ -1,4 +1,5 @@
-"""GaussianMixture: scikit-learn's estimator, fitted by out-of-core EM on dask."""
+"""GaussianMixture (and the base of the mixture estimators): scikit-learn's
+estimator, fitted by out-of-core EM on dask."""
 
 from __future__ import annotations
 
@@ -36,7 +37,332 @@ from daskgmm.model_io import read_model, save_model
 logger = logging.getLogger("daskgmm")
 
 
-class GaussianMixture:
+# The estimator classes by name (model files name theirs).
+ESTIMATORS: dict[str, type] = {}
+
+
+class BaseMixture:
+    """What the mixture estimators share: scikit-learn's parameter protocol, a fit
+    as one candidate of the runner (:func:`daskgmm._runner.run_candidates`),
+    predictions and scores of the fitted mixture (:mod:`daskgmm.fitted`), model
+    files. Subclasses give ``__init__`` (the parameters of their row of the
+    parameter table) and may override ``_inits`` and ``_variational``.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ESTIMATORS[cls.__name__] = cls
+
+    # ------------------------------------------------------------------ params
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [p for p in signature.parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Parameters of the estimator, as scikit-learn's ``get_params``."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> BaseMixture:
+        """Set parameters by name, as scikit-learn's ``set_params``."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for estimator {type(self).__name__}(). "
+                    f"Valid parameters are: {sorted(valid)!r}."
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(type(self).__init__).parameters.items()
+            if name != "self"
+        }
+        changed = []
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray) or isinstance(default, np.ndarray):
+                same = value is default
+            else:
+                same = type(value) is type(default) and value == default
+            if not same:
+                changed.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self) -> Any:
+        from sklearn.utils import InputTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="density_estimator",
+            target_tags=TargetTags(required=False),
+            input_tags=InputTags(two_d_array=True, allow_nan=False),
+            non_deterministic=False,
+        )
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "converged_")
+
+    def _check_params(self) -> None:
+        # daskgmm._params: the table the job schema and model files use too.
+        check_params(self.get_params(), type(self).__name__)
+
+    # --------------------------------------------------------------------- fit
+
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        sample_weight: Any = None,
+        *,
+        iteration_callback: Callable[[int, RunResult], None] | None = None,
+        checkpoint: Checkpoint | None = None,
+        resume: bool = False,
+    ) -> BaseMixture:
+        """Estimate the parameters by EM, one pass over ``X`` per iteration.
+
+        Parameters
+        ----------
+        X : array-like, dask array, pandas or dask DataFrame of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Row weights (NumPy, or a dask array with X's row chunks), finite and
+            >= 0, not all 0. Responsibilities are multiplied by them in the
+            statistics and the lower bound is the weighted mean log-likelihood, so
+            integer weights give the model of the rows repeated that many times.
+        iteration_callback : callable, optional
+            Called after every EM iteration as ``callback(init, state)`` with the
+            index of the initialisation and a ``RunResult`` (float64 parameters,
+            iteration count, lower bounds so far), in the original units like the
+            fitted attributes.
+        checkpoint : daskgmm.checkpoint.Checkpoint, optional
+            Written with the state of every restart after each EM iteration.
+        resume : bool, default=False
+            Continue the restarts saved in ``checkpoint`` where they stopped (the
+            same data and parameters give the model of an uninterrupted fit).
+
+        Returns
+        -------
+        self : GaussianMixture
+        """
+        started = time.perf_counter()
+        self._check_params()
+        plan = plan_fit(
+            X, sample_weight=sample_weight, **plan_settings(self.get_params())
+        )
+        self._check_n_samples(plan.data.n_samples)
+        candidate = self._candidate(self._inits(plan.data.n_features))
+        with verbose_logging(self.verbose), one_blas_thread_per_task():
+            sweep = run_candidates(
+                plan,
+                [candidate],
+                verbose_interval=self.verbose_interval,
+                on_iteration=iteration_callback,
+                checkpoint=checkpoint,
+                resume=resume,
+            )
+        best = sweep.outcomes[0].best
+        if not best.converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                exceptions.ConvergenceWarning,
+                stacklevel=2,
+            )
+        compile_seconds = plan.passes.compile_seconds
+        if sweep.space.passes is not plan.passes:
+            compile_seconds += sweep.space.passes.compile_seconds
+        timings = _fit_timings(
+            time.perf_counter() - started,
+            compile_seconds,
+            sweep.em_seconds,
+            sweep.em_passes,
+        )
+        fitted = F.from_run(
+            best,
+            sweep.space,
+            self.covariance_type,
+            plan.data,
+            n_omitted=sweep.space.passes.n_omitted,
+            timings=timings,
+            estimator=type(self).__name__,
+        )
+        set_fitted(self, fitted)
+        if self.n_omitted_:
+            logger.warning(
+                "nan_policy='omit': %d row(s) with NaN or infinity left out of the fit",
+                self.n_omitted_,
+            )
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
+        """Fit, then return the most probable component of every row of ``X``.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), or a lazy dask array for dask input
+        """
+        return self.fit(X, sample_weight=sample_weight).predict(X)
+
+    def _check_n_samples(self, n_samples: int | None) -> None:
+        if n_samples is not None and n_samples < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {n_samples}"
+            )
+
+    def _candidate(self, inits: dict) -> Candidate:
+        """This estimator's fit as one candidate of the runner."""
+        warm = None
+        if self.warm_start and hasattr(self, "converged_"):
+            fm = F.from_attributes(self)
+            scaled = None
+            if fm.scaled is not None:
+                scaled = (fm.scaled, fm.scaled_lower_bound)
+            warm = WarmStart(
+                F.float64_parameters(fm),
+                fm.lower_bound,
+                fm.scaling,
+                scaled,
+                self._warm_variational(),
+            )
+        return Candidate.from_params(
+            self.get_params(),
+            inits=inits,
+            warm=warm,
+            variational=self._variational(),
+        )
+
+    def _inits(self, n_features: int) -> dict:
+        """The user's initial parameters, checked (none here)."""
+        return {"weights": None, "means": None, "precisions": None}
+
+    def _variational(self) -> dict | None:
+        """A variational estimator's prior settings for the runner (None here)."""
+        return None
+
+    def _warm_variational(self) -> dict | None:
+        """A variational estimator's scale-free posterior arrays (None here)."""
+        return None
+
+    def _fitted(self) -> F.FittedMixture:
+        return F.as_fitted(self)
+
+    def _per_row(self, X: Any, what: str) -> Any:
+        fm = self._fitted()
+        data = F.check_rows(fm, X, type(self).__name__)
+        return F.per_row(fm, data, what, self.nan_policy)
+
+    def predict(self, X: Any) -> Any:
+        """Most probable component of every row.
+
+        Returns
+        -------
+        labels : ndarray of int64 of shape (n_samples,), lazy dask array for dask input
+        """
+        return self._per_row(X, "label")
+
+    def predict_proba(self, X: Any) -> Any:
+        """Posterior probability of each component for every row.
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components), lazy for dask input
+        """
+        return self._per_row(X, "proba")
+
+    def score_samples(self, X: Any) -> Any:
+        """Log-density of every row under the mixture.
+
+        With ``scale`` or ``log1p``, the density of the original rows: that of the
+        scaled rows plus the log-Jacobian of the preprocessing.
+
+        Returns
+        -------
+        log_prob : ndarray of shape (n_samples,), lazy for dask input
+        """
+        return self._per_row(X, "score")
+
+    def _totals(
+        self, X: Any, sample_weight: Any = None
+    ) -> tuple[F.FittedMixture, dict]:
+        """The fitted mixture and the (weighted) log-likelihood totals of ``X``."""
+        fm = self._fitted()
+        totals = F.score_totals(
+            fm,
+            X,
+            sample_weight=sample_weight,
+            nan_policy=self.nan_policy,
+            split_every=self.split_every,
+            kernel=self.kernel,
+            owner=type(self).__name__,
+        )
+        return fm, totals
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """(Weighted) mean log-likelihood of the rows of ``X`` (computed now)."""
+        _, totals = self._totals(X, sample_weight)
+        return totals["loglik"] / totals["w"]
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw rows from the fitted mixture (scikit-learn's sampling, same draws).
+
+        With ``scale`` or ``log1p`` the rows are drawn from the mixture of the
+        scaled features and mapped back to the original units (``expm1`` on the
+        ``log1p`` columns): the same distribution as the reported parameters'
+        (through ``expm1``), not the same draws.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of int64 of shape (n_samples,)
+            Component of each row.
+        """
+        fm = self._fitted()
+        if (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, (int, np.integer))
+            or n_samples < 1
+        ):
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires "
+                "at least one sample."
+            )
+        return F.draw(fm, n_samples, check_random_state(self.random_state))
+
+    def save(
+        self,
+        path: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        extra: dict | None = None,
+    ) -> str:
+        """Save the fitted model as a directory of ``model.json`` and ``arrays.npz``.
+
+        Written atomically, never pickled; read back with :func:`daskgmm.load`.
+        See :func:`daskgmm.model_io.save_model`.
+
+        Parameters
+        ----------
+        path : str or path
+            Destination directory.
+        overwrite : bool, default=False
+            Replace an existing model directory at ``path``.
+        extra : dict, optional
+            Small JSON-serialisable metadata stored with the model.
+
+        Returns
+        -------
+        str
+            The absolute path written.
+        """
+        return save_model(self, path, overwrite=overwrite, extra=extra)
+
+
+class GaussianMixture(BaseMixture):
     """Gaussian mixture fitted by EM over dask arrays, for data larger than memory.
 
     The parameters, attributes and methods are those of scikit-learn's
@@ -195,64 +521,7 @@ class GaussianMixture:
         self.nan_policy = nan_policy
         self.kernel = kernel
 
-    # ------------------------------------------------------------------ params
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        signature = inspect.signature(cls.__init__)
-        return [p for p in signature.parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Parameters of the estimator, as scikit-learn's ``get_params``."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> GaussianMixture:
-        """Set parameters by name, as scikit-learn's ``set_params``."""
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(
-                    f"Invalid parameter {name!r} for estimator {type(self).__name__}(). "
-                    f"Valid parameters are: {sorted(valid)!r}."
-                )
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = {
-            name: p.default
-            for name, p in inspect.signature(type(self).__init__).parameters.items()
-            if name != "self"
-        }
-        changed = []
-        for name, default in defaults.items():
-            value = getattr(self, name)
-            if isinstance(value, np.ndarray) or isinstance(default, np.ndarray):
-                same = value is default
-            else:
-                same = type(value) is type(default) and value == default
-            if not same:
-                changed.append(f"{name}={value!r}")
-        return f"{type(self).__name__}({', '.join(changed)})"
-
-    def __sklearn_tags__(self) -> Any:
-        from sklearn.utils import InputTags, Tags, TargetTags
-
-        return Tags(
-            estimator_type="density_estimator",
-            target_tags=TargetTags(required=False),
-            input_tags=InputTags(two_d_array=True, allow_nan=False),
-            non_deterministic=False,
-        )
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "converged_")
-
-    def _check_params(self) -> None:
-        # daskgmm._params: the table the job schema and model files use too.
-        check_params(self.get_params(), type(self).__name__)
-
-    def _check_inits(self, n_features: int) -> dict[str, np.ndarray | None]:
+    def _inits(self, n_features: int) -> dict[str, np.ndarray | None]:
         k, ctype = self.n_components, self.covariance_type
         return {
             "weights": None
@@ -272,181 +541,6 @@ class GaussianMixture:
             else check_precisions_init(self.precisions_init, ctype, k, n_features),
         }
 
-    # --------------------------------------------------------------------- fit
-
-    def fit(
-        self,
-        X: Any,
-        y: Any = None,
-        sample_weight: Any = None,
-        *,
-        iteration_callback: Callable[[int, RunResult], None] | None = None,
-        checkpoint: Checkpoint | None = None,
-        resume: bool = False,
-    ) -> GaussianMixture:
-        """Estimate the parameters by EM, one pass over ``X`` per iteration.
-
-        Parameters
-        ----------
-        X : array-like, dask array, pandas or dask DataFrame of shape (n_samples, n_features)
-        y : ignored
-        sample_weight : array-like of shape (n_samples,), optional
-            Row weights (NumPy, or a dask array with X's row chunks), finite and
-            >= 0, not all 0. Responsibilities are multiplied by them in the
-            statistics and the lower bound is the weighted mean log-likelihood, so
-            integer weights give the model of the rows repeated that many times.
-        iteration_callback : callable, optional
-            Called after every EM iteration as ``callback(init, state)`` with the
-            index of the initialisation and a ``RunResult`` (float64 parameters,
-            iteration count, lower bounds so far), in the original units like the
-            fitted attributes.
-        checkpoint : daskgmm.checkpoint.Checkpoint, optional
-            Written with the state of every restart after each EM iteration.
-        resume : bool, default=False
-            Continue the restarts saved in ``checkpoint`` where they stopped (the
-            same data and parameters give the model of an uninterrupted fit).
-
-        Returns
-        -------
-        self : GaussianMixture
-        """
-        started = time.perf_counter()
-        self._check_params()
-        plan = plan_fit(
-            X, sample_weight=sample_weight, **plan_settings(self.get_params())
-        )
-        self._check_n_samples(plan.data.n_samples)
-        candidate = self._candidate(self._check_inits(plan.data.n_features))
-        with verbose_logging(self.verbose), one_blas_thread_per_task():
-            sweep = run_candidates(
-                plan,
-                [candidate],
-                verbose_interval=self.verbose_interval,
-                on_iteration=iteration_callback,
-                checkpoint=checkpoint,
-                resume=resume,
-            )
-        best = sweep.outcomes[0].best
-        if not best.converged and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data.",
-                exceptions.ConvergenceWarning,
-                stacklevel=2,
-            )
-        compile_seconds = plan.passes.compile_seconds
-        if sweep.space.passes is not plan.passes:
-            compile_seconds += sweep.space.passes.compile_seconds
-        timings = _fit_timings(
-            time.perf_counter() - started,
-            compile_seconds,
-            sweep.em_seconds,
-            sweep.em_passes,
-        )
-        fitted = F.from_run(
-            best,
-            sweep.space,
-            self.covariance_type,
-            plan.data,
-            n_omitted=sweep.space.passes.n_omitted,
-            timings=timings,
-        )
-        set_fitted(self, fitted)
-        if self.n_omitted_:
-            logger.warning(
-                "nan_policy='omit': %d row(s) with NaN or infinity left out of the fit",
-                self.n_omitted_,
-            )
-        return self
-
-    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
-        """Fit, then return the most probable component of every row of ``X``.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), or a lazy dask array for dask input
-        """
-        return self.fit(X, sample_weight=sample_weight).predict(X)
-
-    def _check_n_samples(self, n_samples: int | None) -> None:
-        if n_samples is not None and n_samples < self.n_components:
-            raise ValueError(
-                "Expected n_samples >= n_components but got n_components = "
-                f"{self.n_components}, n_samples = {n_samples}"
-            )
-
-    def _candidate(self, inits: dict) -> Candidate:
-        """This estimator's fit as one candidate of the runner."""
-        warm = None
-        if self.warm_start and hasattr(self, "converged_"):
-            fm = F.from_attributes(self)
-            scaled = None
-            if fm.scaled is not None:
-                scaled = (fm.scaled, fm.scaled_lower_bound)
-            warm = WarmStart(
-                F.float64_parameters(fm), fm.lower_bound, fm.scaling, scaled
-            )
-        return Candidate.from_params(self.get_params(), inits=inits, warm=warm)
-
-    def _fitted(self) -> F.FittedMixture:
-        return F.as_fitted(self)
-
-    def _per_row(self, X: Any, what: str) -> Any:
-        fm = self._fitted()
-        data = F.check_rows(fm, X, type(self).__name__)
-        return F.per_row(fm, data, what, self.nan_policy)
-
-    def predict(self, X: Any) -> Any:
-        """Most probable component of every row.
-
-        Returns
-        -------
-        labels : ndarray of int64 of shape (n_samples,), lazy dask array for dask input
-        """
-        return self._per_row(X, "label")
-
-    def predict_proba(self, X: Any) -> Any:
-        """Posterior probability of each component for every row.
-
-        Returns
-        -------
-        resp : ndarray of shape (n_samples, n_components), lazy for dask input
-        """
-        return self._per_row(X, "proba")
-
-    def score_samples(self, X: Any) -> Any:
-        """Log-density of every row under the mixture.
-
-        With ``scale`` or ``log1p``, the density of the original rows: that of the
-        scaled rows plus the log-Jacobian of the preprocessing.
-
-        Returns
-        -------
-        log_prob : ndarray of shape (n_samples,), lazy for dask input
-        """
-        return self._per_row(X, "score")
-
-    def _totals(
-        self, X: Any, sample_weight: Any = None
-    ) -> tuple[F.FittedMixture, dict]:
-        """The fitted mixture and the (weighted) log-likelihood totals of ``X``."""
-        fm = self._fitted()
-        totals = F.score_totals(
-            fm,
-            X,
-            sample_weight=sample_weight,
-            nan_policy=self.nan_policy,
-            split_every=self.split_every,
-            kernel=self.kernel,
-            owner=type(self).__name__,
-        )
-        return fm, totals
-
-    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
-        """(Weighted) mean log-likelihood of the rows of ``X`` (computed now)."""
-        _, totals = self._totals(X, sample_weight)
-        return totals["loglik"] / totals["w"]
-
     def bic(self, X: Any, sample_weight: Any = None) -> float:
         """Bayesian information criterion on ``X`` (lower is better).
 
@@ -457,60 +551,6 @@ class GaussianMixture:
     def aic(self, X: Any, sample_weight: Any = None) -> float:
         """Akaike information criterion on ``X`` (lower is better)."""
         return F.aic(*self._totals(X, sample_weight))
-
-    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Draw rows from the fitted mixture (scikit-learn's sampling, same draws).
-
-        With ``scale`` or ``log1p`` the rows are drawn from the mixture of the
-        scaled features and mapped back to the original units (``expm1`` on the
-        ``log1p`` columns): the same distribution as the reported parameters'
-        (through ``expm1``), not the same draws.
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-        y : ndarray of int64 of shape (n_samples,)
-            Component of each row.
-        """
-        fm = self._fitted()
-        if (
-            isinstance(n_samples, bool)
-            or not isinstance(n_samples, (int, np.integer))
-            or n_samples < 1
-        ):
-            raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires "
-                "at least one sample."
-            )
-        return F.draw(fm, n_samples, check_random_state(self.random_state))
-
-    def save(
-        self,
-        path: str | os.PathLike,
-        *,
-        overwrite: bool = False,
-        extra: dict | None = None,
-    ) -> str:
-        """Save the fitted model as a directory of ``model.json`` and ``arrays.npz``.
-
-        Written atomically, never pickled; read back with :func:`daskgmm.load`.
-        See :func:`daskgmm.model_io.save_model`.
-
-        Parameters
-        ----------
-        path : str or path
-            Destination directory.
-        overwrite : bool, default=False
-            Replace an existing model directory at ``path``.
-        extra : dict, optional
-            Small JSON-serialisable metadata stored with the model.
-
-        Returns
-        -------
-        str
-            The absolute path written.
-        """
-        return save_model(self, path, overwrite=overwrite, extra=extra)
 
 
 ###############################################################################
@@ -532,7 +572,7 @@ def _fit_timings(
     }
 
 
-def set_fitted(model: GaussianMixture, fitted: F.FittedMixture) -> GaussianMixture:
+def set_fitted(model: BaseMixture, fitted: F.FittedMixture) -> BaseMixture:
     """Give ``model`` the fitted attributes of ``fitted`` (the one door by which fitted
     state enters an estimator: fit, model files, sweeps); returns it."""
     for name, attribute in F.ATTRIBUTES.items():
@@ -550,13 +590,15 @@ def set_fitted(model: GaussianMixture, fitted: F.FittedMixture) -> GaussianMixtu
         model.feature_names_in_ = fitted.feature_names
     else:
         model.__dict__.pop("feature_names_in_", None)
+    for name, value in (fitted.variational or {}).items():
+        setattr(model, name, value)
     return model
 
 
-def load_model(path: str | os.PathLike) -> GaussianMixture:
+def load_model(path: str | os.PathLike) -> BaseMixture:
     """Load a GaussianMixture saved by :meth:`GaussianMixture.save` (``daskgmm.load``):
     parameters, fitted attributes (dtypes and Python types included) and predictions
     equal to those of the saved model. Errors: see
     :func:`daskgmm.model_io.read_model`."""
     params, fitted = read_model(path)
-    return set_fitted(GaussianMixture(**params), fitted)
+    return set_fitted(ESTIMATORS[fitted.estimator](**params), fitted)

@@ -32,6 +32,7 @@ import math
 import os
 import zipfile
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -40,11 +41,11 @@ from daskgmm import _kernels as K
 from daskgmm import exceptions
 from daskgmm._em import Parameters
 from daskgmm._kernels import COVARIANCE_TYPES
-from daskgmm._params import DEFAULTS
+from daskgmm._params import DEFAULTS, ESTIMATORS, params_of
 from daskgmm._preprocess import Scaling
 from daskgmm._validation import precision_shape
 from daskgmm._version import __version__
-from daskgmm.fitted import FittedMixture, from_attributes
+from daskgmm.fitted import VARIATIONAL_ATTRIBUTES, FittedMixture, from_attributes
 
 logger = logging.getLogger("daskgmm")
 
@@ -312,7 +313,6 @@ def _model_document(
     params: Mapping[str, Any],
     fm: FittedMixture,
     extra: dict | None = None,
-    class_name: str = "GaussianMixture",
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The ``model.json`` document and the ``arrays.npz`` arrays of a fitted model.
 
@@ -327,7 +327,7 @@ def _model_document(
         attribute: np.asarray(getattr(fm, name))
         for name, attribute in _ARRAY_FIELDS.items()
     }
-    scaled = _scaled_arrays(fm)
+    scaled = {**_scaled_arrays(fm), **_variational_arrays(fm)}
     data = _data_section(fm)
     k, ctype = params["n_components"], params["covariance_type"]
     problem = (
@@ -345,12 +345,12 @@ def _model_document(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
-        "class": class_name,
+        "class": fm.estimator,
         "params": section,
         "fitted": _fitted_section(fm),
         "data": data,
     }
-    if scaled:
+    if fm.is_scaled:
         document["scaling"] = fm.scaling.to_dict()
     document["arrays"] = list(arrays)
     document["extra"] = _check_extra(extra)
@@ -415,7 +415,7 @@ def save_model(
         ``path`` exists and ``overwrite`` is False, or ``path`` exists and is not a
         model directory (never replaced).
     """
-    if type(model).__name__ != "GaussianMixture" or not hasattr(model, "get_params"):
+    if type(model).__name__ not in ESTIMATORS or not hasattr(model, "get_params"):
         raise TypeError(
             f"save_model saves a daskgmm GaussianMixture, got {type(model).__name__}"
         )
@@ -514,10 +514,10 @@ def _check_header(document: Mapping[str, Any], path: str) -> None:
             f"with model format {version}; this daskgmm reads format "
             f"{FORMAT_VERSION} — upgrade daskgmm"
         )
-    if document.get("class") != "GaussianMixture":
+    if document.get("class") not in ESTIMATORS:
         raise ValueError(
             f"{path} holds a {document.get('class')!r} model; daskgmm reads "
-            "'GaussianMixture' models"
+            f"{' and '.join(repr(e) for e in ESTIMATORS)} models"
         )
 
 
@@ -609,10 +609,10 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
 
 
 def _decode_params(
-    section: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+    section: Mapping[str, Any], arrays: Mapping[str, np.ndarray], estimator: str
 ) -> dict[str, Any]:
     """Estimator parameters from their JSON form; raises ValueError naming one."""
-    valid = list(DEFAULTS)
+    valid = [param.name for param in params_of(estimator)]
     unknown = sorted(set(section) - set(valid))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown}")
@@ -882,7 +882,9 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], FittedMixture]:
     if problem is not None:
         raise ValueError(f"{npz_path} {problem}; {_CORRUPT}")
     try:
-        params = {**DEFAULTS, **_decode_params(params_json, arrays)}
+        estimator = document["class"]
+        defaults = {param.name: param.default for param in params_of(estimator)}
+        params = {**defaults, **_decode_params(params_json, arrays, estimator)}
         fitted = _decode_fitted(fitted_json)
         k, ctype = params["n_components"], params["covariance_type"]
         problem = _params_problem(k, ctype) or _data_problem(
@@ -905,7 +907,15 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, Any], FittedMixture]:
     )
     if problem is not None:
         raise ValueError(f"{npz_path}: {problem}; {_CORRUPT}")
-    return params, _fitted_mixture(ctype, arrays, fitted, data, scaling)
+    fm = _fitted_mixture(ctype, arrays, fitted, data, scaling)
+    if estimator != "GaussianMixture":
+        fm = replace(
+            fm,
+            estimator=estimator,
+            prior_type=params["weight_concentration_prior_type"],
+            variational=_decode_variational(arrays, params),
+        )
+    return params, fm
 
 
 def _fitted_mixture(
@@ -936,3 +946,31 @@ def _fitted_mixture(
         n_omitted=fitted["n_omitted_"],
         timings=fitted.get("fit_timings_"),
     )
+
+
+def _variational_arrays(fm: FittedMixture) -> dict[str, np.ndarray]:
+    """A variational model's extra fitted attributes as arrays (none otherwise)."""
+    out = {}
+    for name, value in (fm.variational or {}).items():
+        if isinstance(value, tuple):  # the Dirichlet process's two Beta factors
+            value = np.stack(value)
+        out[name] = np.asarray(value, dtype=np.float64)
+    return out
+
+
+def _decode_variational(arrays: Mapping[str, np.ndarray], params: dict) -> dict:
+    """The extra fitted attributes of a variational model, with their types."""
+    out: dict[str, Any] = {}
+    for name in VARIATIONAL_ATTRIBUTES:
+        if name not in arrays:
+            raise ValueError(f"array {name!r} of the variational model is not stored")
+        value = arrays[name]
+        if value.ndim == 0:
+            value = float(value)
+        elif (
+            name == "weight_concentration_"
+            and params["weight_concentration_prior_type"] == "dirichlet_process"
+        ):
+            value = (value[0], value[1])
+        out[name] = value
+    return out

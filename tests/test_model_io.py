@@ -621,9 +621,9 @@ LOAD_ERRORS = {
         f"{JSON} has an invalid format_version '1'{CORRUPT}",
     ),
     "other-class": (
-        set_json("class", "BayesianGaussianMixture"),
-        f"{JSON} holds a 'BayesianGaussianMixture' model; daskgmm reads "
-        "'GaussianMixture' models",
+        set_json("class", "KMeans"),
+        f"{JSON} holds a 'KMeans' model; daskgmm reads 'GaussianMixture' and "
+        "'BayesianGaussianMixture' models",
     ),
     "no-fitted-section": (
         lambda p: edit_json(p, lambda d: d.pop("fitted")),

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from daskgmm import GaussianMixture
-from daskgmm._params import BY_NAME, PARAMS, check_param
+from daskgmm import BayesianGaussianMixture, GaussianMixture
+from daskgmm._params import BY_NAME, PARAMS, check_param, params_of
 from daskgmm.config import (
     _OUTSIDE_MODEL_BLOCK,
     ConfigError,
@@ -24,8 +24,8 @@ from daskgmm.config import (
 JOB = "data: {source: synthetic}\noutput: {directory: out}\n"
 
 
-def _signature() -> list[tuple[str, object]]:
-    parameters = inspect.signature(GaussianMixture.__init__).parameters
+def _signature(cls: type = GaussianMixture) -> list[tuple[str, object]]:
+    parameters = inspect.signature(cls.__init__).parameters
     return [(name, p.default) for name, p in parameters.items() if name != "self"]
 
 
@@ -34,15 +34,27 @@ def _typed(pairs):
     return [(name, default, type(default)) for name, default in pairs]
 
 
-def test_the_table_is_the_estimator_signature():
-    table = [(p.name, p.default) for p in PARAMS]
-    assert _typed(table) == _typed(_signature())
-    assert GaussianMixture()._param_names() == [p.name for p in PARAMS]
+@pytest.mark.parametrize("cls", [GaussianMixture, BayesianGaussianMixture])
+def test_the_table_is_each_estimators_signature(cls):
+    table = [(p.name, p.default) for p in params_of(cls.__name__)]
+    assert _typed(table) == _typed(_signature(cls))
+    assert cls()._param_names() == [p.name for p in params_of(cls.__name__)]
+
+
+def test_the_bayesian_parameters_are_scikit_learns():
+    from sklearn.mixture import BayesianGaussianMixture as Sklearn
+
+    theirs = inspect.signature(Sklearn.__init__).parameters
+    ours = dict(_signature(BayesianGaussianMixture))
+    for name, p in theirs.items():
+        if name != "self":
+            assert ours[name] == p.default, name
 
 
 def test_the_model_block_is_the_table():
     expected = [p for p in PARAMS if p.name not in _OUTSIDE_MODEL_BLOCK]
-    fields = ModelConfig.model_fields
+    fields = dict(ModelConfig.model_fields)
+    assert fields.pop("kind").default == "gaussian"
     assert list(fields) == [p.name for p in expected]
     assert _typed((name, f.default) for name, f in fields.items()) == _typed(
         (p.name, p.default) for p in expected
@@ -51,7 +63,10 @@ def test_the_model_block_is_the_table():
     model = JobConfig.model_validate(yaml.safe_load(JOB)).model
     assert model.random_state is None
     assert model.verbose_interval == 10
-    assert model.model_dump() == {p.name: p.default for p in expected}
+    assert model.model_dump() == {
+        "kind": "gaussian",
+        **{p.name: p.default for p in expected},
+    }
 
 
 def test_the_only_parameters_outside_the_model_block_are_in_features():
