@@ -10,7 +10,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import dask
 import dask.array as da
@@ -449,6 +449,9 @@ class Run:
         How log lines name the candidate.
     """
 
+    # What the lower bound is (log lines).
+    BOUND: ClassVar[str] = "mean log-likelihood"
+
     params: Parameters
     covariance_type: str
     tol: float
@@ -770,9 +773,10 @@ def run_em_batched(
             )
             logger.log(
                 level,
-                "%siteration %d  mean log-likelihood %.10g  change %.3g  %.3f s",
+                "%siteration %d  %s %.10g  change %.3g  %.3f s",
                 run.label,
                 run.n_iter,
+                run.BOUND,
                 run.lower_bound,
                 change,
                 seconds,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import betaln, digamma, gammaln
@@ -335,6 +335,8 @@ class VariationalRun(Run):
     """An EM run whose M-step is the variational update and whose lower bound is
     scikit-learn's; ``params`` hold the expected weights, the posterior means and
     the normalised Wishart covariances (what the estimator reports)."""
+
+    BOUND: ClassVar[str] = "lower bound"
 
     prior: Prior | None = None
     posterior: Posterior | None = None

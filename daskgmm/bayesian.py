@@ -139,11 +139,11 @@ class BayesianGaussianMixture(BaseMixture):
 
     def _inits(self, n_features: int) -> dict:
         """No initial parameters; the priors given checked against the data."""
-        self._priors = _check_priors(self, n_features)
+        self._settings = variational_settings(self, n_features)
         return super()._inits(n_features)
 
     def _variational(self) -> dict:
-        return {"prior_type": self.weight_concentration_prior_type, **self._priors}
+        return self._settings
 
     def _warm_variational(self) -> dict:
         return {
@@ -191,4 +191,13 @@ def _check_priors(model: BayesianGaussianMixture, n_features: int) -> dict:
         "mean_prior": mean,
         "degrees_of_freedom_prior": dof,
         "covariance_prior": cov,
+    }
+
+
+def variational_settings(model: BayesianGaussianMixture, n_features: int) -> dict:
+    """The runner's prior settings of ``model`` on data of ``n_features`` (checked
+    as scikit-learn's): what its fit passes as the candidate's ``variational``."""
+    return {
+        "prior_type": model.weight_concentration_prior_type,
+        **_check_priors(model, n_features),
     }

@@ -214,6 +214,11 @@ def summary_lines(result: dict, directory: str) -> list[str]:
             f"lower bound {result['lower_bound']:.6g}, BIC {result['bic']:.6g}, "
             f"AIC {result['aic']:.6g}",
         ]
+        if "effective_components" in result:
+            lines.append(
+                f"Bayesian: the data need {result['effective_components']} of the "
+                f"{result['n_components']} components (weight above 0.01)"
+            )
         if "selection" in result:
             sel = result["selection"]
             lines.append(

@@ -345,6 +345,9 @@ class SelectConfig(_Block):
     n_components: list[int] = Field(default_factory=lambda: list(range(1, 11)))
     covariance_types: list[CovarianceType] = Field(default_factory=lambda: ["full"])
     criterion: Literal["bic", "aic"] = "bic"
+    # Also a BayesianGaussianMixture of max(n_components) per covariance type, in
+    # the same passes: how many components it keeps, beside the BIC/AIC sweep.
+    bayesian: bool = False
 
     @field_validator("n_components")
     @classmethod
@@ -491,6 +494,15 @@ class JobConfig(_Block):
 
     @model_validator(mode="after")
     def _checkpoint_supported(self) -> JobConfig:
+        if self.output.checkpoint and self.model.kind == "bayesian":
+            raise ValueError(
+                "output.checkpoint is not kept for model.kind: bayesian; remove it"
+            )
+        if self.model.kind == "bayesian" and self.pipeline == "select_model":
+            raise ValueError(
+                "model.kind: bayesian is for the cluster and segment_image pipelines; "
+                "a sweep adds its Bayesian candidate with select.bayesian: true"
+            )
         if self.output.checkpoint and not PIPELINES[self.pipeline].checkpointed:
             raise ValueError(
                 f"output.checkpoint is not used by pipeline: {self.pipeline}; "

@@ -212,6 +212,11 @@ def _variational_attributes(best: RunResult, space: Any, ctype: str) -> tuple:
     }
 
 
+# A Bayesian mixture's component with a weight above this share is one the data
+# need (its "effective" components).
+EFFECTIVE_WEIGHT = 0.01
+
+
 # The estimator's fitted attributes, by FittedMixture field.
 ATTRIBUTES = {
     "weights": "weights_",

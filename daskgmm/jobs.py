@@ -31,6 +31,7 @@ from daskgmm.config import (
     checkpoint_path,
 )
 from daskgmm.fitted import (
+    EFFECTIVE_WEIGHT,
     FittedMixture,
     as_fitted,
     information_criteria,
@@ -420,6 +421,28 @@ def fit_metrics(
         "n_iter": int(fm.n_iter),
         "converged": bool(fm.converged),
         **fit_timings(fm, seconds),
+        **variational_metrics(fm),
+    }
+
+
+def variational_metrics(fm: FittedMixture) -> dict:
+    """A Bayesian mixture's components by posterior weight, largest first, and how
+    many the data need (weight above ``EFFECTIVE_WEIGHT``); none for EM."""
+    if fm.variational is None:
+        return {}
+    order = np.argsort(fm.weights)[::-1]
+    return {
+        "kind": "bayesian",
+        "weight_concentration_prior_type": fm.prior_type,
+        "effective_components": int((fm.weights > EFFECTIVE_WEIGHT).sum()),
+        "posterior_weights": [
+            {
+                "component": int(k),
+                "weight": float(fm.weights[k]),
+                "kept": bool(fm.weights[k] > EFFECTIVE_WEIGHT),
+            }
+            for k in order
+        ],
     }
 
 

@@ -671,6 +671,26 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _posterior_weights_section(weights: list | None) -> list[str]:
+    """A Bayesian mixture's posterior weights, largest first, and which it kept."""
+    if not weights:
+        return []
+    kept = sum(w["kept"] for w in weights)
+    return [
+        "## Posterior weights",
+        "",
+        f"{kept} of {len(weights)} components kept (weight above 0.01):",
+        "",
+        "| component | weight | kept |",
+        "|---|---|---|",
+        *(
+            f"| {w['component']} | {w['weight']:.6g} | {'yes' if w['kept'] else 'no'} |"
+            for w in weights
+        ),
+        "",
+    ]
+
+
 def _report_markdown(metrics: Mapping[str, Any]) -> str:
     """The text of ``report.md`` for JSON-safe ``metrics``."""
     lines = [
@@ -680,11 +700,16 @@ def _report_markdown(metrics: Mapping[str, Any]) -> str:
         f"covariances, {'converged' if metrics['converged'] else 'not converged'} "
         f"after {metrics['n_iter']} EM iteration{'' if metrics['n_iter'] == 1 else 's'}.",
         "",
+        *_posterior_weights_section(metrics.get("posterior_weights")),
         "## Metrics",
         "",
         "| metric | value |",
         "|---|---|",
-        *(f"| {_cell(k)} | {_cell(v)} |" for k, v in metrics.items()),
+        *(
+            f"| {_cell(k)} | {_cell(v)} |"
+            for k, v in metrics.items()
+            if k != "posterior_weights"
+        ),
         "",
         "## Plots",
         "",

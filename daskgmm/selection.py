@@ -33,7 +33,13 @@ from daskgmm._plan import (
 )
 from daskgmm._runner import Candidate, Outcome, Sweep, run_candidates
 from daskgmm._validation import check_random_state
-from daskgmm.fitted import fit_kernel_params, from_run, information_criteria
+from daskgmm.bayesian import BayesianGaussianMixture, variational_settings
+from daskgmm.fitted import (
+    EFFECTIVE_WEIGHT,
+    fit_kernel_params,
+    from_run,
+    information_criteria,
+)
 from daskgmm.mixture import GaussianMixture, set_fitted
 
 logger = logging.getLogger("daskgmm")
@@ -52,6 +58,8 @@ TABLE_COLUMNS = (
     "status",
     "error",
     "best",
+    "kind",
+    "effective_components",
 )
 # Parameters that name one candidate (the sweep sets them itself) and those that
 # depend on one candidate (refused).
@@ -76,7 +84,8 @@ class ModelSelection:
     criterion : str
         ``bic`` or ``aic``.
     models_ : dict
-        Every fitted candidate, keyed ``(n_components, covariance_type)``.
+        Every fitted candidate, keyed ``(n_components, covariance_type)``; a
+        Bayesian one (``bayesian=True``) keyed ``("bayesian", covariance_type)``.
     n_passes : int
         Passes over the data the whole sweep took.
     """
@@ -149,6 +158,7 @@ def select_model(
     sample_weight: Any = None,
     checkpoint: Any = None,
     resume: bool = False,
+    bayesian: bool = False,
     **params: Any,
 ) -> ModelSelection:
     """Fit every candidate mixture in one sweep and pick the best by BIC or AIC.
@@ -176,6 +186,12 @@ def select_model(
         Written with the state of every run of every candidate after each pass.
     resume : bool, default=False
         Continue the runs saved in ``checkpoint`` (the same data and grid).
+    bayesian : bool, default=False
+        Also fit a :class:`daskgmm.BayesianGaussianMixture` of ``max(n_components)``
+        components per covariance type in the same passes: its row of the table
+        gives the number of components it keeps (``effective_components``,
+        weights above 0.01) beside the BIC/AIC sweep; it is not a candidate for
+        ``best_`` (its criteria are left empty).
     **params
         Any other ``GaussianMixture`` parameter (``tol``, ``reg_covar``,
         ``max_iter``, ``init_params``, ``split_every``, ``persist``, ``scale``,
@@ -213,11 +229,22 @@ def select_model(
         )
         for (k, ctype), seed in zip(grid, seeds, strict=True)
     ]
+    if bayesian:
+        models += [
+            BayesianGaussianMixture(
+                n_components=max(ks),
+                covariance_type=ctype,
+                n_init=n_init,
+                random_state=seeds[0],
+                **params,
+            )
+            for ctype in types
+        ]
     for model in models:
-        check_params(model.get_params())
+        check_params(model.get_params(), type(model).__name__)
     first = models[0]
     plan = plan_fit(X, sample_weight=sample_weight, **plan_settings(first.get_params()))
-    candidates = [_candidate(m) for m in models]
+    candidates = [_candidate(m, plan.data.n_features) for m in models]
     logger.info("model selection: %d candidates", len(candidates))
     with verbose_logging(first.verbose), one_blas_thread_per_task():
         sweep = run_candidates(
@@ -232,7 +259,13 @@ def select_model(
     return _selection(sweep, models, fitted, criterion, sweep.space.passes.n_passes)
 
 
-def _candidate(model: GaussianMixture) -> Candidate:
+def _candidate(model: GaussianMixture, n_features: int) -> Candidate:
+    if isinstance(model, BayesianGaussianMixture):
+        return Candidate.from_params(
+            model.get_params(),
+            label=f"Bayesian K<={model.n_components} {model.covariance_type} ",
+            variational=variational_settings(model, n_features),
+        )
     label = f"K={model.n_components} {model.covariance_type} "
     return Candidate.from_params(model.get_params(), label=label)
 
@@ -245,8 +278,14 @@ def _score(sweep: Sweep, models: list[GaussianMixture], plan: FitPlan) -> list:
     fitted = [
         None
         if out.best is None
-        else from_run(out.best, space, out.candidate.covariance_type, plan.data)
-        for out in sweep.outcomes
+        else from_run(
+            out.best,
+            space,
+            out.candidate.covariance_type,
+            plan.data,
+            estimator=type(model).__name__,
+        )
+        for out, model in zip(sweep.outcomes, models, strict=True)
     ]
     done = [(model, fm) for model, fm in zip(models, fitted, strict=True) if fm]
     for model, fm in done:
@@ -286,16 +325,22 @@ def _row(out: Outcome, scored: dict | None, n_features: int | None) -> dict:
         "status": "failed" if scored is None else "ok",
         "error": "" if scored is not None else (out.error or "failed"),
         "best": False,
+        "kind": "bayesian" if cand.variational else "gaussian",
+        "effective_components": np.nan,
     }
     if scored is None:
         return row
     row.update(
         lower_bound=out.best.lower_bound,
         log_likelihood=scored["loglik"] / scored["w"],
-        **information_criteria(scored, row["n_parameters"]),
         converged=bool(out.best.converged),
         n_iter=int(out.best.n_iter),
     )
+    if cand.variational:
+        weights = out.best.params.weights
+        row["effective_components"] = int((weights > EFFECTIVE_WEIGHT).sum())
+    else:
+        row.update(information_criteria(scored, row["n_parameters"]))
     return row
 
 
@@ -317,7 +362,7 @@ def _selection(
         ],
         columns=list(TABLE_COLUMNS),
     )
-    ok = table["status"] == "ok"
+    ok = (table["status"] == "ok") & (table["kind"] == "gaussian")
     if not ok.any():
         raise ValueError(
             "every candidate of the sweep failed (first: "
@@ -337,7 +382,7 @@ def _selection(
             exceptions.ConvergenceWarning,
             stacklevel=3,
         )
-    for row in table[~ok].itertuples():
+    for row in table[table["status"] != "ok"].itertuples():
         logger.warning(
             "candidate K=%d %s failed: %s",
             row.n_components,
@@ -345,7 +390,10 @@ def _selection(
             row.error,
         )
     fitted = {
-        (m.n_components, m.covariance_type): m
+        (
+            "bayesian" if isinstance(m, BayesianGaussianMixture) else m.n_components,
+            m.covariance_type,
+        ): m
         for m, sc in zip(models, scored, strict=True)
         if sc is not None
     }

@@ -7,10 +7,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from daskgmm import GaussianMixture
 from daskgmm._em import RunResult
 from daskgmm.config import JobConfig
-from daskgmm.jobs import checkpointed, fit_metrics, job, model_params
+from daskgmm.jobs import (
+    checkpointed,
+    fit_metrics,
+    job,
+    model_estimator,
+    model_params,
+)
 
 logger = logging.getLogger("daskgmm")
 
@@ -36,7 +41,7 @@ def run(
     with checkpointed(config, resume) as checkpoint, job(config) as ctx:
         X, weights = ctx.fit_rows()
         with ctx.timed("fit"):
-            model = GaussianMixture(**model_params(config)).fit(
+            model = model_estimator(config, **model_params(config)).fit(
                 X,
                 sample_weight=weights,
                 iteration_callback=progress,

@@ -15,12 +15,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from daskgmm import GaussianMixture
 from daskgmm._chunks import SEGMENT_STRIP_BYTES
 from daskgmm._em import RunResult
 from daskgmm.config import DataConfig, JobConfig, SegmentConfig
 from daskgmm.io import read_image
-from daskgmm.jobs import JobError, job, model_params
+from daskgmm.jobs import JobError, job, model_estimator, model_params
 from daskgmm.segment import (
     PixelFeatures,
     channel_scale,
@@ -135,7 +134,7 @@ def run(
                 progress(init, state)
 
         with ctx.timed("fit"):
-            model = GaussianMixture(**model_params(config)).fit(
+            model = model_estimator(config, **model_params(config)).fit(
                 X, iteration_callback=record
             )
         model.feature_names_in_ = np.asarray(features.names(n_channels), dtype=object)

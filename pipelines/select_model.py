@@ -75,6 +75,7 @@ def run(
                 select.n_components,
                 select.covariance_types,
                 criterion=select.criterion,
+                bayesian=select.bayesian,
                 sample_weight=weights,
                 checkpoint=checkpoint,
                 resume=resume,

@@ -240,3 +240,30 @@ def test_predictions_use_the_variational_densities_as_scikit_learn():
     assert_allclose(ours.predict_proba(X), ref.predict_proba(X), rtol=1e-9, atol=1e-12)
     assert_allclose(ours.score_samples(X), ref.score_samples(X), rtol=1e-10)
     np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
+
+
+def test_a_sweep_holds_a_bayesian_row_beside_the_bic_sweep():
+    from daskgmm import select_model
+
+    X, _ = _five_blobs(8000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        selection = select_model(
+            X,
+            range(2, 9),
+            ["full", "diag"],
+            random_state=0,
+            bayesian=True,
+            max_iter=600,
+        )
+    table = selection.table
+    best = table[table["best"]].iloc[0]
+    assert best["kind"] == "gaussian" and best["n_components"] == 5
+    bayesian = table[table["kind"] == "bayesian"]
+    assert list(bayesian["covariance_type"]) == ["full", "diag"]
+    assert list(bayesian["n_components"]) == [8, 8]
+    assert list(bayesian["effective_components"]) == [5, 5]
+    assert bayesian["bic"].isna().all()
+    model = selection.models_[("bayesian", "full")]
+    assert type(model).__name__ == "BayesianGaussianMixture"
+    assert (model.weights_ > 0.01).sum() == 5

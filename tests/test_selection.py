@@ -51,8 +51,9 @@ def test_table_columns_and_order(blobs):
     assert tuple(sel.table.columns) == (
         *("n_components", "covariance_type", "n_parameters", "lower_bound"),
         *("log_likelihood", "bic", "aic", "converged", "n_iter", "status"),
-        *("error", "best"),
+        *("error", "best", "kind", "effective_components"),
     )
+    assert set(sel.table["kind"]) == {"gaussian"}
     assert list(
         zip(sel.table["covariance_type"], sel.table["n_components"], strict=True)
     ) == [
