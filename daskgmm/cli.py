@@ -94,7 +94,22 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:
         "with scikit-image (e.g. skimage:coffee)",
     )
     seg.add_argument(
-        "--n-components", "-k", type=int, required=True, help="number of segments"
+        "--n-components",
+        "-k",
+        type=int,
+        help="number of segments (or --auto-k)",
+    )
+    seg.add_argument(
+        "--auto-k",
+        action="store_true",
+        help="let a Bayesian mixture (Dirichlet process) pick the number of segments, "
+        "up to --max-components",
+    )
+    seg.add_argument(
+        "--max-components",
+        type=int,
+        default=20,
+        help="the most segments --auto-k may keep (default 20)",
     )
     seg.add_argument("--out", required=True, metavar="DIR", help="output directory")
     seg.add_argument(
@@ -287,6 +302,20 @@ def _progress_bar(config: object, *, enabled: bool) -> Iterator[Callable | None]
         bar.close()
 
 
+def _segment_model(args: argparse.Namespace) -> dict:
+    """The number of segments: -k, or a Bayesian mixture of --max-components."""
+    from daskgmm.config import ConfigError
+
+    if args.auto_k == (args.n_components is not None):
+        raise ConfigError(
+            "give the number of segments with -k N, or --auto-k (with "
+            "--max-components) to let the data pick it"
+        )
+    if args.auto_k:
+        return {"kind": "bayesian", "n_components": args.max_components}
+    return {"n_components": args.n_components}
+
+
 def segment_config(args: argparse.Namespace) -> dict:
     """The raw segment_image job of a ``daskgmm segment`` command line."""
     import os
@@ -319,7 +348,7 @@ def segment_config(args: argparse.Namespace) -> dict:
         "pipeline": "segment_image",
         "data": data,
         "model": {
-            "n_components": args.n_components,
+            **_segment_model(args),
             "covariance_type": args.covariance_type,
             "max_iter": args.max_iter,
             "random_state": args.random_state,

@@ -18,8 +18,15 @@ import numpy as np
 from daskgmm._chunks import SEGMENT_STRIP_BYTES
 from daskgmm._em import RunResult
 from daskgmm.config import DataConfig, JobConfig, SegmentConfig
+from daskgmm.fitted import as_fitted
 from daskgmm.io import read_image
-from daskgmm.jobs import JobError, job, model_estimator, model_params
+from daskgmm.jobs import (
+    JobError,
+    job,
+    model_estimator,
+    model_params,
+    variational_metrics,
+)
 from daskgmm.segment import (
     PixelFeatures,
     channel_scale,
@@ -182,6 +189,11 @@ def run(
                 "n_iter": model.n_iter_,
                 "converged": model.converged_,
                 "lower_bound": model.lower_bound_,
+                **{
+                    k: v
+                    for k, v in variational_metrics(as_fitted(model)).items()
+                    if k in ("kind", "effective_components")
+                },
             },
             "pixels": result["pixels"],
             "label_dtype": result["label_dtype"],

@@ -267,3 +267,90 @@ def test_a_sweep_holds_a_bayesian_row_beside_the_bic_sweep():
     model = selection.models_[("bayesian", "full")]
     assert type(model).__name__ == "BayesianGaussianMixture"
     assert (model.weights_ > 0.01).sum() == 5
+
+
+def test_segment_auto_k_picks_the_number_of_segments(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]])
+    regions = np.repeat(np.arange(3), 40)[None, :].repeat(90, axis=0)  # 90 x 120
+    pixels = colours[regions] + rng.normal(scale=6.0, size=(90, 120, 3))
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(tmp_path / "i.png")
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "daskgmm.cli", "segment", str(tmp_path / "i.png")),
+            *("--auto-k", "--max-components", "10", "--out", str(tmp_path / "out")),
+            *("--workers", "1", "--max-iter", "500", "--quiet", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["model"]["kind"] == "bayesian"
+    assert summary["model"]["n_components"] == 10
+    assert summary["model"]["effective_components"] == 3
+    import zarr
+
+    labels = zarr.open_array(str(tmp_path / "out" / "labels.zarr"), mode="r")[:]
+    assert len(np.unique(labels)) == 3
+
+
+def _quiet_fit(X, **params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return BayesianGaussianMixture(**params).fit(X)
+
+
+def test_integer_weights_equal_repeated_rows():
+    X, _ = _five_blobs(1500)
+    w = np.random.default_rng(2).integers(0, 3, size=len(X))
+    params = dict(n_components=6, random_state=0, max_iter=40, tol=0.0)
+    weighted = BayesianGaussianMixture(**params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        weighted.fit(X, sample_weight=w)
+    # The priors come from the data: the weighted rows' equal the repeated rows'.
+    repeated = _quiet_fit(np.repeat(X, w, axis=0), init_params="kmeans", **params)
+    assert_allclose(weighted.mean_prior_, repeated.mean_prior_, rtol=1e-10)
+    assert_allclose(weighted.covariance_prior_, repeated.covariance_prior_, rtol=1e-9)
+
+
+def test_dask_input_in_any_chunks_gives_the_same_fit():
+    X, _ = _five_blobs(4000)
+    params = dict(n_components=6, random_state=0, max_iter=30, init_params="kmeans")
+    ref = _quiet_fit(X, **params)
+    for chunks in (4000, 1000, 333):
+        got = _quiet_fit(
+            da.from_array(X, chunks=(chunks, 3)), **params, init_sample_size=4000
+        )
+        assert_allclose(got.lower_bounds_, ref.lower_bounds_, rtol=1e-10)
+        assert_allclose(got.means_, ref.means_, rtol=1e-9, atol=1e-12)
+
+
+def test_nan_rows_omitted_scaling_and_restarts():
+    X, truth = _five_blobs()
+    X = X + 1e6  # far from the origin
+    X[::97] = np.nan
+    model = _quiet_fit(
+        X,
+        n_components=8,
+        random_state=0,
+        max_iter=600,
+        nan_policy="omit",
+        scale="standard",
+        n_init=2,
+    )
+    assert model.n_omitted_ == len(X[::97])
+    assert (model.weights_ > 0.01).sum() == 5
+    found = model.means_[model.weights_ > 0.01]
+    error = np.min(np.linalg.norm(found[:, None] - (truth + 1e6)[None], axis=2), axis=0)
+    assert error.max() < 0.05
+    labels = model.predict(X)
+    assert (labels[::97] == -1).all()
