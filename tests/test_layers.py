@@ -10,7 +10,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first. A module may import the modules of lower layers, and those of its
 # own layer listed before it: no import cycle, and no layer reaching up.
 LAYERS = {
-    "leaves": ["_chunks", "_version", "exceptions", "_validation", "_kernels"],
+    "leaves": [
+        "_chunks",
+        "_version",
+        "exceptions",
+        "_validation",
+        "_kernels",
+        "_missing",
+    ],
     "engine": [
         "_compiled",
         "_reduce",
