@@ -18,6 +18,7 @@ import numpy as np
 
 from daskgmm import _compiled
 from daskgmm import _kernels as K
+from daskgmm import _missing as M
 from daskgmm._reduce import (
     active_client,
     block_sources,
@@ -135,7 +136,7 @@ class DataPasses:
             raise RuntimeError(killed_worker_message(exc, name)) from exc
         self.n_passes += 1
         if check:
-            self.check_finite(result)
+            self.check_result(kernel, result)
         return result
 
     def run_many(
@@ -155,9 +156,39 @@ class DataPasses:
             functools.partial(combine_multi, combines),
             False,
         )
-        for result in results:
-            self.check_finite(result)
+        for (kernel, _, _), result in zip(calls, results, strict=True):
+            self.check_result(kernel, result)
         return list(results)
+
+    def check_result(self, kernel: Callable, result: dict) -> None:
+        """:meth:`check_finite`; and for a kernel using each row's observed values
+        (``nan_policy='marginalize'``): rows with an infinite value raise, rows
+        without an observed value are left out (``n_omitted``)."""
+        self.check_finite(result)
+        if not getattr(kernel, "uses_observed", False):
+            return
+        if result.get("n_inf"):
+            self.raise_unusable(result)
+        self.n_omitted = int(result["n_bad"])
+        if result["n_bad"] and result["n_bad"] >= result["n"]:
+            raise ValueError(
+                f"no row of {self.name} has an observed value (every row is all NaN "
+                "or has an infinity); nothing is left to fit"
+            )
+
+    def raise_unusable(self, result: dict) -> None:
+        """The error for rows with an infinite value (``nan_policy='marginalize'``
+        takes NaN for a missing value, never infinity)."""
+        block, row = result["first_inf"]
+        if self.row_offsets is not None:
+            where = f"first at row {int(self.row_offsets[block]) + row}"
+        else:
+            where = f"first in row block {block}, row {row} of the block"
+        raise ValueError(
+            f"{self.name} has {result['n_inf']} row(s) with an infinite value "
+            f"({where}); nan_policy='marginalize' takes NaN for a missing value: "
+            "replace infinities by NaN, or drop those rows"
+        )
 
     @property
     def estep(self) -> Callable:
@@ -175,6 +206,18 @@ class DataPasses:
                 if client is None or workers_on_this_machine(client):
                     self.compile_seconds = _compiled.warm_up(self.X.dtype)
         return self._estep
+
+    def estep_call(
+        self, run: Run, about: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[Callable, object, Callable]:
+        """The E-step of ``run`` in a pass: ``(kernel, params, combine)``; with
+        ``nan_policy='marginalize'`` the kernel that uses each row's observed
+        values (the complete rows still go through :attr:`estep`)."""
+        kp = run.kernel_params(about=about)
+        if self.nan_policy != "marginalize":
+            return self.estep, kp, K.combine_stats
+        params = M.missing_params(kp, self.estep, *run.density_params())
+        return M.estep_missing_block, params, K.combine_stats
 
     def twin(self, kernel: Callable) -> Callable:
         """``kernel``, or its compiled twin when these passes use the compiled E-step
@@ -196,6 +239,10 @@ class DataPasses:
                 "value(s); weights must be finite and >= 0"
             )
         n_bad = result.get("n_bad", 0)
+        if self.nan_policy == "marginalize":
+            # Passes before EM (samples, initialisation, moments) skip the rows
+            # with missing values; the E-step checks its own (estep_call).
+            n_bad = 0
         if n_bad and self.nan_policy == "omit":
             self.n_omitted = n_bad
             if n_bad >= result["n"]:
@@ -209,7 +256,7 @@ class DataPasses:
             raise ValueError(
                 "sample_weight sums to zero; give at least one row a positive weight"
             )
-        if not n_bad or self.nan_policy == "omit":
+        if not n_bad or self.nan_policy in ("omit", "marginalize"):
             return
         block, row = result["first_bad"]
         if self.row_offsets is not None:
@@ -487,6 +534,13 @@ class Run:
             p.weights, p.means, p.precisions_cholesky, self.covariance_type, *about
         )
 
+    def density_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Means, covariances and log-weights of the E-step's densities (what the
+        marginalising E-step of rows with missing values needs)."""
+        p = self.params
+        with np.errstate(divide="ignore"):
+            return p.means, p.covariances, np.log(p.weights)
+
     def result(self) -> RunResult:
         return RunResult(
             self.params,
@@ -701,8 +755,8 @@ def recentre(
         return checks
     recentred = []
     for j in redo:
-        kp = runs[active[j]].kernel_params(about=(shifts[j], results[j]["nk"]))
-        recentred.append((calls[j][0], kp, calls[j][2]))
+        about = (shifts[j], results[j]["nk"])
+        recentred.append(passes.estep_call(runs[active[j]], about))
     again = passes.run_many(recentred, "estep-recentred")
     for j, stats in zip(redo, again, strict=True):
         results[j] = stats
@@ -749,8 +803,7 @@ def run_em_batched(
         tic = time.perf_counter()
         calls = []
         for i in active:
-            kp = runs[i].kernel_params()
-            calls.append((passes.estep, kp, K.combine_stats))
+            calls.append(passes.estep_call(runs[i]))
         results = passes.run_many(calls, "estep")
         if on_pass is not None:
             on_pass(results[0]["n"])

@@ -31,6 +31,7 @@ class Sample:
     rows: np.ndarray  # (m, d) float64
     n_samples: int
     weights: np.ndarray | None = None  # (m,) row weights; None when unweighted
+    filled: bool = False  # missing values (NaN) filled in (nan_policy='marginalize')
 
 
 def sample_rate(size: int, n_samples: int | None) -> float:

@@ -709,6 +709,10 @@ def combine_stats(*parts: dict) -> dict:
         out["n_bad_weights"] += part["n_bad_weights"]
         if out["first_bad"] is None:
             out["first_bad"] = part["first_bad"]
+        if "n_inf" in part:  # rows with an infinite value (nan_policy='marginalize')
+            out["n_inf"] = out.get("n_inf", 0) + part["n_inf"]
+            if out.get("first_inf") is None:
+                out["first_inf"] = part["first_inf"]
     return out
 
 
@@ -930,9 +934,13 @@ def loglik_block(
 
 
 def combine_loglik(*parts: dict) -> dict:
-    """Sum :func:`loglik_block` results in a fixed order."""
+    """Sum :func:`loglik_block` results in a fixed order (and the counts of missing
+    values of ``daskgmm._missing.missing_loglik_block``)."""
     out = dict(parts[0])
     for part in parts[1:]:
+        for key in ("n_missing", "n_incomplete"):
+            if key in part:
+                out[key] = out[key] + part[key]
         out["loglik"] += part["loglik"]
         out["n"] += part["n"]
         out["w"] += part["w"]
@@ -940,6 +948,10 @@ def combine_loglik(*parts: dict) -> dict:
         out["n_bad_weights"] += part["n_bad_weights"]
         if out["first_bad"] is None:
             out["first_bad"] = part["first_bad"]
+        if "n_inf" in part:  # rows with an infinite value (nan_policy='marginalize')
+            out["n_inf"] = out.get("n_inf", 0) + part["n_inf"]
+            if out.get("first_inf") is None:
+                out["first_inf"] = part["first_inf"]
     return out
 
 
@@ -959,11 +971,14 @@ def raise_non_finite(n_bad: int, name: str, context: str) -> None:
 @quiet
 def sample_block(
     X: np.ndarray,
-    seed_size_rate: tuple[int, int, float],
+    seed_size_rate: tuple,
     block_index: int = 0,
     weights: np.ndarray | None = None,
 ) -> dict:
     """A uniform random sample of the block's rows, by priority keys.
+
+    ``seed_size_rate`` is ``(seed, size, rate)``, or ``(seed, size, rate, True)``
+    to sample rows with missing values (NaN) too.
 
     Every row gets a key ``u ~ U(0, 1)`` from a generator keyed by
     ``(seed, block_index)``; rows with ``u < rate`` are kept (at most ``size`` of the
@@ -980,19 +995,25 @@ def sample_block(
         ``w`` (total weight), ``n_bad`` (rows with NaN or inf), ``n_bad_weights`` and
         ``first_bad``.
     """
-    seed, size, rate = seed_size_rate
+    seed, size, rate, *missing = seed_size_rate
     n = X.shape[0]
     rng = np.random.default_rng(np.random.SeedSequence([seed, block_index]))
     keys = rng.random(n)
-    row_sums = X.sum(axis=1, dtype=np.float64)
-    ok = np.isfinite(row_sums)
+    if missing and missing[0]:
+        # Rows with missing values (NaN) are sampled too, not those with an
+        # infinite value or with every value missing.
+        nan = np.isnan(X)
+        ok = ~(np.isinf(X).any(axis=1) | nan.all(axis=1))
+    else:
+        ok = np.isfinite(X.sum(axis=1, dtype=np.float64))
     stats = {"n": n, "n_bad": 0, "n_bad_weights": 0, "first_bad": None}
     w = row_weights(weights, n, stats)
     if w is not None:
         keys[w == 0] = 2.0
     if not ok.all():
-        # A row sum may overflow with finite entries: confirm on those rows only.
-        ok[~ok] = np.isfinite(X[~ok]).all(axis=1)
+        if not (missing and missing[0]):
+            # A row sum may overflow with finite entries: confirm on those rows.
+            ok[~ok] = np.isfinite(X[~ok]).all(axis=1)
         note_bad_rows(stats, ok, 0, block_index, w)
         keys[~ok] = 2.0
     picked = np.flatnonzero(keys < rate)

@@ -199,14 +199,22 @@ def _marginal_rows(
     return lp, index, parts
 
 
-def _usable(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows with every value observed, rows with some missing (NaN), and rows that
-    cannot be used: an infinite value, or every value missing."""
+def _usable(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows with every value observed, rows with some missing (NaN), rows with
+    every value missing (left out), and rows with an infinite value (an error)."""
     nan = np.isnan(X)
     inf = np.isinf(X).any(axis=1)
     some = nan.any(axis=1)
-    bad = inf | nan.all(axis=1)
-    return ~some & ~inf, some & ~bad, bad
+    empty = nan.all(axis=1) & ~inf
+    return ~some & ~inf, some & ~empty & ~inf, empty, inf
+
+
+def _note_rows(stats: dict, rows: np.ndarray, key: str, block_index: int) -> None:
+    """Count the rows ``rows`` (bool) in ``n_<key>`` and locate the first."""
+    if rows.any():
+        stats[f"n_{key}"] = stats.get(f"n_{key}", 0) + int(rows.sum())
+        if stats.get(f"first_{key}") is None:
+            stats[f"first_{key}"] = (block_index, int(np.flatnonzero(rows)[0]))
 
 
 @K.quiet
@@ -219,12 +227,13 @@ def estep_missing_block(
     """E-step statistics of a block whose rows may have missing values (NaN).
 
     The same keys and meaning as :func:`daskgmm._kernels.estep_block`; the
-    log-likelihood is that of every row's observed values. Rows with an infinite
-    value or with every value missing are counted in ``n_bad`` (the pass raises).
-    A block without a missing value is the complete-data kernel's alone.
+    log-likelihood is that of every row's observed values. Rows with every value
+    missing carry no information and are left out (counted in ``n_bad``); rows
+    with an infinite value are counted in ``n_inf`` (the pass raises). A block
+    without a missing value is the complete-data kernel's alone.
     """
     X = np.asarray(X)
-    complete, partial, bad = _usable(X)
+    complete, partial, empty, inf = _usable(X)
     if complete.all():
         return mp.complete(X, mp.kp, block_index, weights)
     w = None if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
@@ -234,7 +243,7 @@ def estep_missing_block(
     extra = K.empty_stats(mp.kp.n_components, X.shape[1], mp.covariance_type)
     rows = np.flatnonzero(partial)
     wp = K.row_weights(None if w is None else w[rows], rows.size, extra)
-    extra["n"] = rows.size
+    extra["n"] = rows.size + int(empty.sum() + inf.sum())
     if rows.size:
         lp, _, parts = _marginal_rows(np.asarray(X[rows], dtype=np.float64), mp)
         lse, _ = K.normalize_in_place(lp)  # lp now holds the responsibilities
@@ -243,19 +252,47 @@ def estep_missing_block(
         extra["loglik"] = float(lse.sum() if wp is None else lse @ wp)
         for idx, filled, conditional in parts:
             _accumulate_pattern(extra, lp[idx], filled, conditional, mp)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        extra["n_bad"] = int(bad.sum())
-        extra["first_bad"] = (block_index, first)
-        extra["n"] += int(bad.sum())
+    _note_rows(extra, empty, "bad", block_index)
+    _note_rows(extra, inf, "inf", block_index)
     return K.combine_stats(stats, extra)
+
+
+@K.quiet
+def missing_loglik_block(
+    X: np.ndarray,
+    mp: MissingParams,
+    block_index: int = 0,
+    weights: np.ndarray | None = None,
+) -> dict:
+    """:func:`daskgmm._kernels.loglik_block` of rows that may have missing values:
+    the (weighted) sum of the log-densities of every row's observed values. Rows
+    with every value missing are left out (``n_bad``, their weight not in ``w``),
+    rows with an infinite value counted in ``n_inf``; ``n_missing`` counts the
+    missing values of each feature, ``n_incomplete`` the rows with one."""
+    X = np.asarray(X)
+    n = X.shape[0]
+    stats = {"loglik": 0.0, "n": n, "n_bad": 0, "n_bad_weights": 0, "first_bad": None}
+    w = K.row_weights(weights, n, stats)
+    _, _, empty, inf = _usable(X)
+    lse, _ = missing_loglik(X, mp)
+    used = ~(empty | inf)
+    K.note_bad_rows(stats, ~empty, 0, block_index, w)
+    if inf.any():
+        _note_rows(stats, inf, "inf", block_index)
+        stats["w"] -= float(inf.sum() if w is None else w[inf].sum())
+    lse = np.where(used, lse, 0.0)
+    stats["loglik"] = float(lse.sum() if w is None else lse @ w)
+    missing = np.isnan(X)
+    stats["n_missing"] = missing.sum(axis=0)  # per feature
+    stats["n_incomplete"] = int(missing.any(axis=1).sum())
+    return stats
 
 
 def missing_loglik(X: np.ndarray, mp: MissingParams) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the log-density of its observed values (``lse``) and the
     responsibilities (n, K); NaN for rows that cannot be used."""
     X = np.asarray(X, dtype=np.float64)
-    complete, partial, _ = _usable(X)
+    complete, partial, _, _ = _usable(X)
     n, k = X.shape[0], mp.means.shape[0]
     resp = np.full((n, k), np.nan)
     lse = np.full(n, np.nan)
@@ -270,13 +307,19 @@ def missing_loglik(X: np.ndarray, mp: MissingParams) -> tuple[np.ndarray, np.nda
     return lse, resp
 
 
+# The passes raise their own error for the rows these kernels cannot use.
+estep_missing_block.uses_observed = True  # type: ignore[attr-defined]
+missing_loglik_block.uses_observed = True  # type: ignore[attr-defined]
+
+
 def impute_rows(X: np.ndarray, mp: MissingParams) -> np.ndarray:
     """Each missing value replaced by its conditional expectation under the
-    mixture, ``Σ_k γ_k E[x_m | x_o, k]`` (observed values kept); rows that cannot
-    be used stay NaN."""
+    mixture, ``Σ_k γ_k E[x_m | x_o, k]`` (observed values kept); a row with every
+    value missing gets the mixture's mean ``Σ_k π_k μ_k``."""
     X = np.asarray(X, dtype=np.float64)
     out = X.copy()
-    rows = np.flatnonzero(_usable(X)[1])
+    _, partial, _, _ = _usable(X)
+    rows = np.flatnonzero(partial)
     if rows.size:
         lp, _, parts = _marginal_rows(X[rows], mp)
         K.normalize_in_place(lp)
@@ -284,29 +327,59 @@ def impute_rows(X: np.ndarray, mp: MissingParams) -> np.ndarray:
             mean = sum(lp[idx, k : k + 1] * xhat for k, xhat in enumerate(filled))
             missing = np.isnan(X[rows[idx]])
             out[rows[idx]] = np.where(missing, mean, X[rows[idx]])
+    empty = np.isnan(X).all(axis=1)
+    if empty.any():
+        out[empty] = _mixture_weights(mp) @ mp.means
     return out
+
+
+def _mixture_weights(mp: MissingParams) -> np.ndarray:
+    """The normalised weights ``exp(log_weights)``."""
+    w = np.exp(mp.log_weights - mp.log_weights.max())
+    return w / w.sum()
+
+
+def _components(resp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One component per row, drawn by its probabilities ``resp`` (n, K)."""
+    cumulative = np.cumsum(resp, axis=1)
+    u = rng.random(resp.shape[0]) * cumulative[:, -1]
+    return np.minimum((cumulative < u[:, None]).sum(axis=1), resp.shape[1] - 1)
 
 
 def draw_missing(
     X: np.ndarray, mp: MissingParams, rng: np.random.Generator
 ) -> np.ndarray:
     """One draw of the missing values from their conditional distribution under the
-    mixture: a component by its responsibility, then ``N(x̂_m, C)``."""
+    mixture: a component by its responsibility, then ``N(x̂_m, C)``; a row with
+    every value missing is a draw from the mixture."""
     X = np.asarray(X, dtype=np.float64)
     out = X.copy()
-    rows = np.flatnonzero(_usable(X)[1])
-    if not rows.size:
-        return out
-    missing = np.isnan(X[rows])
-    lp, _, parts = _marginal_rows(X[rows], mp)
-    K.normalize_in_place(lp)
-    for idx, filled, conditional in parts:
-        m = np.flatnonzero(missing[idx[0]])
-        for j, row in enumerate(idx):
-            k = rng.choice(lp.shape[1], p=lp[row] / lp[row].sum())
-            cond = conditional[k][np.ix_(m, m)]
-            value = filled[k][j, m] + _cholesky_psd(cond) @ rng.standard_normal(m.size)
-            out[rows[row], m] = value
+    _, partial, _, _ = _usable(X)
+    empty = np.isnan(X).all(axis=1)
+    k, d = mp.means.shape
+    rows = np.flatnonzero(partial)
+    if rows.size:
+        lp, _, parts = _marginal_rows(X[rows], mp)
+        K.normalize_in_place(lp)
+        chosen = _components(lp, rng)
+        for idx, filled, conditional in parts:
+            m = np.flatnonzero(np.isnan(X[rows[idx[0]]]))
+            for j in range(k):
+                here = np.flatnonzero(chosen[idx] == j)
+                if not here.size:
+                    continue
+                factor = _cholesky_psd(conditional[j][np.ix_(m, m)])
+                noise = rng.standard_normal((here.size, m.size)) @ factor.T
+                out[np.ix_(rows[idx[here]], m)] = filled[j][here][:, m] + noise
+    empty_rows = np.flatnonzero(empty)
+    if empty_rows.size:
+        weights = np.broadcast_to(_mixture_weights(mp), (empty_rows.size, k))
+        chosen = _components(weights, rng)
+        for j in range(k):
+            here = empty_rows[chosen == j]
+            factor = _cholesky_psd(mp.covariances[j])
+            noise = rng.standard_normal((here.size, d)) @ factor.T
+            out[here] = mp.means[j] + noise
     return out
 
 

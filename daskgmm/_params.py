@@ -52,7 +52,7 @@ from daskgmm._validation import (
 )
 
 PERSIST_OPTIONS = ("auto", True, False)
-NAN_POLICIES = ("raise", "omit")
+NAN_POLICIES = ("raise", "omit", "marginalize")
 
 KINDS = (
     "int",
@@ -305,7 +305,8 @@ PARAMS: tuple[Param, ...] = (
         "nan_policy",
         "raise",
         "option",
-        "Rows with NaN or infinity: 'raise' refuses them, 'omit' leaves them out.",
+        "Rows with NaN or infinity: 'raise' refuses them, 'omit' leaves them out, "
+        "'marginalize' uses each row's observed values (NaN is missing).",
         options=NAN_POLICIES,
     ),
     Param(

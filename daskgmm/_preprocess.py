@@ -377,13 +377,118 @@ def moments_block(
     return stats
 
 
+def _observed_subblock(y: np.ndarray, w: np.ndarray, observed: np.ndarray) -> dict:
+    """:func:`_subblock_moments` per column over its observed values only
+    (``observed`` bool (n, d)): every field a vector, ``weight`` and ``count``
+    included."""
+    d = y.shape[1]
+    ww = np.where(observed, w[:, None], 0.0)
+    weight = ww.sum(axis=0)
+    has = weight > 0
+    first = np.argmax(observed, axis=0)
+    shift = np.where(has, y[first, np.arange(d)], 0.0)
+    dev = np.where(observed, y - shift, 0.0)
+    safe = np.where(has, weight, 1.0)
+    dmean = np.where(has, (ww * dev).sum(axis=0) / safe, 0.0)
+    dev = np.where(observed, dev - dmean, 0.0)
+    m2 = (ww * dev * dev).sum(axis=0) - (ww * dev).sum(axis=0) ** 2 / safe
+    return {
+        "count": observed.sum(axis=0),
+        "weight": weight,
+        "shift": shift,
+        "dmean": dmean,
+        "m2": np.maximum(m2, 0.0),
+        "min": np.where(observed, y, np.inf).min(axis=0),
+        "max": np.where(observed, y, -np.inf).max(axis=0),
+    }
+
+
+def _merge_observed(a: dict, b: dict) -> dict:
+    """:func:`_merge_moments` of per-column moments (vector weights)."""
+    out = dict(a)
+    wa, wb = a["weight"], b["weight"]
+    total = wa + wb
+    both = (wa > 0) & (wb > 0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        delta = (b["shift"] - a["shift"]) + (b["dmean"] - a["dmean"])
+        frac = np.where(both, wb / np.where(total > 0, total, 1.0), 0.0)
+        merged_m2 = a["m2"] + b["m2"] + np.where(both, delta**2 * (wa * frac), 0.0)
+        out["dmean"] = np.where(
+            wa > 0, a["dmean"] + np.where(both, delta * frac, 0.0), b["dmean"]
+        )
+    out["shift"] = np.where(wa > 0, a["shift"], b["shift"])
+    out["m2"] = merged_m2
+    out["weight"] = total
+    out["count"] = a["count"] + b["count"]
+    out["min"] = np.minimum(a["min"], b["min"])
+    out["max"] = np.maximum(a["max"], b["max"])
+    out["mean"] = out["shift"] + out["dmean"]
+    return out
+
+
+@K.quiet
+def observed_moments_block(
+    X: np.ndarray,
+    log1p_cols: tuple[int, ...],
+    block_index: int = 0,
+    weights: np.ndarray | None = None,
+) -> dict:
+    """:func:`moments_block` of rows with missing values (NaN): every column's
+    moments over its observed values.
+
+    ``count``, ``weight``, ``mean``... are vectors (per column); ``rows`` and
+    ``rows_weight`` count the rows used. A row with an infinite value or every
+    value missing is left out and counted in ``n_bad``; a log1p value <= -1 is
+    reported as by :func:`moments_block`.
+    """
+    X = np.asarray(X)
+    n, d = X.shape
+    cols = tuple(log1p_cols)
+    stats = empty_moments(d, cols)
+    stats.update(
+        count=np.zeros(d, dtype=np.int64), weight=np.zeros(d), rows=0, rows_weight=0.0
+    )
+    idx = list(cols)
+    stats["n"] = n
+    w = K.row_weights(weights, n, stats)
+    step = max(_MOMENT_ELEMENTS // max(d, 1), K.MIN_SUBBLOCK_ROWS)
+    acc = stats
+    for start in range(0, n, step):
+        y = np.array(X[start : start + step], dtype=np.float64)
+        nan = np.isnan(y)
+        usable = ~(np.isinf(y).any(axis=1) | nan.all(axis=1))
+        K.note_bad_rows(stats, usable, start, block_index)
+        if cols:
+            bad_domain = ~(y[:, idx] > -1.0) & ~nan[:, idx] & usable[:, None]
+            if bad_domain.any():
+                stats["n_bad_log1p"] += bad_domain.sum(axis=0)
+                if stats["first_bad_log1p"] is None:
+                    row, j = np.argwhere(bad_domain)[0]
+                    stats["first_bad_log1p"] = (block_index, start + int(row), cols[j])
+                usable &= ~bad_domain.any(axis=1)
+            with np.errstate(divide="ignore"):
+                y[:, idx] = np.log1p(y[:, idx])
+        wb = np.ones(y.shape[0]) if w is None else w[start : start + step]
+        keep = usable & (wb > 0)
+        stats["rows"] += int(keep.sum())
+        stats["rows_weight"] += float(wb[keep].sum())
+        acc = _merge_observed(acc, _observed_subblock(y, wb, ~nan & keep[:, None]))
+    for key in ("count", "weight", "shift", "dmean", "mean", "m2", "min", "max"):
+        stats[key] = acc[key]
+    return stats
+
+
 def combine_moments(*parts: dict) -> dict:
-    """Merge :func:`moments_block` results left to right (bitwise reproducible)."""
+    """Merge :func:`moments_block` (or :func:`observed_moments_block`) results left
+    to right (bitwise reproducible)."""
     out = dict(parts[0])
     out["n_bad_log1p"] = out["n_bad_log1p"].copy()
+    observed = np.ndim(out["weight"]) > 0
+    merge = _merge_observed if observed else _merge_moments
     for part in parts[1:]:
-        merged = _merge_moments(out, part)
-        for key in ("n", "w", "n_bad", "n_bad_weights"):
+        merged = merge(out, part)
+        keys = ("n", "w", "n_bad", "n_bad_weights")
+        for key in keys + (("rows", "rows_weight") if observed else ()):
             merged[key] = out[key] + part[key]
         merged["n_bad_log1p"] = out["n_bad_log1p"] + part["n_bad_log1p"]
         for key in ("first_bad", "first_bad_log1p"):
@@ -440,7 +545,13 @@ def fit_scaling(
             where = f" (first in row block {block}, row {row} of the block)"
         n_bad = int(stats["n_bad_log1p"][cols.index(column)])
         raise _log1p_domain_error(n_bad, column, where)
-    if not stats["weight"] > 0:
+    if not np.all(stats["weight"] > 0):
+        if np.ndim(stats["weight"]):
+            j = int(np.flatnonzero(~(stats["weight"] > 0))[0])
+            raise ValueError(
+                f"column {j} has no observed value (in a row of positive weight) "
+                "to fit the scaling on; drop the column"
+            )
         raise ValueError(
             "no row with finite values and a positive weight to fit the scaling on"
         )
@@ -546,6 +657,35 @@ def log_jacobian_block(
     with np.errstate(invalid="ignore"):
         _log1p_in_place(y, list(range(y.shape[1])), scaling.log1p, block_info)
     return -y.sum(axis=1)
+
+
+def observed_log_jacobian(
+    X: np.ndarray, scaling: Scaling, block_info: dict | None = None
+) -> np.ndarray:
+    """``log |dz_o/dx_o|`` per row over its observed features (NaN is missing):
+    ``−Σ_{j observed} log scale_j − Σ_{j ∈ log1p observed} log1p(x_j)``, the
+    change of variables of the density of a row's observed values."""
+    X = np.asarray(X)
+    observed = ~np.isnan(X)
+    out = -(observed @ np.log(scaling.scale))
+    if scaling.log1p:
+        y = np.array(X[:, list(scaling.log1p)], dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            _log1p_in_place(y, list(range(y.shape[1])), scaling.log1p, block_info)
+        out -= np.nansum(y, axis=1)
+    return out
+
+
+def mean_log_jacobian(stats: Mapping[str, Any], scaling: Scaling) -> float:
+    """The (weighted) mean log-Jacobian of the rows the moments ``stats`` were
+    computed on: what turns a mean log-density of the scaled rows into one of the
+    original rows. For :func:`observed_moments_block`'s moments, each column counts
+    in the rows where it is observed."""
+    cols = list(scaling.log1p)
+    if np.ndim(stats["weight"]) == 0:
+        return log_abs_det(scaling) - float(stats["mean"][cols].sum())
+    share = stats["weight"] / stats["rows_weight"]
+    return float(-(share @ np.log(scaling.scale)) - share[cols] @ stats["mean"][cols])
 
 
 def log_abs_det(scaling: Scaling) -> float:

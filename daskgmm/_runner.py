@@ -324,23 +324,34 @@ def _first_pass(
     passes = plan.passes
     unique = list(dict.fromkeys(spec for spec in specs if spec is not None))
     n = plan.data.n_samples
+    marginal = plan.nan_policy == "marginalize"
     calls = [
-        (K.sample_block, (seed, size, sample_rate(size, n)), K.combine_samples)
+        (
+            K.sample_block,
+            (seed, size, sample_rate(size, n), *((True,) if marginal else ())),
+            K.combine_samples,
+        )
         for seed, size in unique
     ]
     if plan.scaled:
-        calls.insert(0, (P.moments_block, plan.log1p, P.combine_moments))
+        moments = P.observed_moments_block if marginal else P.moments_block
+        calls.insert(0, (moments, plan.log1p, P.combine_moments))
     if not calls:
         space = FitSpace(passes, P.Scaling.identity(plan.data.n_features))
         return space, [None] * len(specs)
     results = passes.run_many(calls, "sample" if unique else "moments")
+    if marginal and results and results[-1]["n_bad"] >= results[-1]["n"] > 0:
+        raise ValueError(
+            f"no row of {passes.name} has an observed value (every row is all NaN or "
+            "has an infinity); nothing is left to fit"
+        )
     space = FitSpace(passes, P.Scaling.identity(plan.data.n_features))
     if plan.scaled:
         space = _scaled_space(plan, passes, results.pop(0))
     space.n_rows = int(results[0]["n"]) if results else space.n_rows
     weighted = passes.weights is not None
     drawn = {
-        spec: _scaled_sample(sample_from_result(result, weighted), space, plan)
+        spec: _filled(_scaled_sample(sample_from_result(result, weighted), space, plan))
         for spec, result in zip(unique, results, strict=True)
     }
     return space, [None if spec is None else drawn[spec] for spec in specs]
@@ -366,7 +377,7 @@ def _scaled_space(plan: FitPlan, passes: DataPasses, stats: dict) -> FitSpace:
     )
     scaled.n_passes = passes.n_passes
     # Mean log-Jacobian of the fitted rows: log p_x = log p_z + this, on average.
-    shift = P.log_abs_det(scaling) - float(stats["mean"][list(plan.log1p)].sum())
+    shift = P.mean_log_jacobian(stats, scaling)
     return FitSpace(scaled, scaling, shift, int(stats["n"]))
 
 
@@ -384,6 +395,20 @@ def _scaled_array(array: Any, scaling: P.Scaling, dtype: Any) -> Any:
     )
     (scaled,) = dask.optimize(scaled)
     return scaled
+
+
+def _filled(sample: Sample) -> Sample:
+    """A sample whose missing values (NaN) are replaced by their column's
+    (weighted) mean of the observed ones: a start for the initialisation, which
+    works on complete rows."""
+    rows = sample.rows
+    missing = np.isnan(rows)
+    if not missing.any():
+        return sample
+    weights = np.ones(len(rows)) if sample.weights is None else sample.weights
+    means = np.where(missing, 0.0, rows).T @ weights
+    means = means / np.maximum((weights[:, None] * ~missing).sum(axis=0), 1e-300)
+    return replace(sample, rows=np.where(missing, means, rows), filled=True)
 
 
 def _scaled_sample(sample: Sample, space: FitSpace, plan: FitPlan) -> Sample:
@@ -430,6 +455,11 @@ def _initialise(
                 raise
             out.error = str(exc)
     plans = [(out, p) for out, p in plans if out.error is None]
+    if space.passes.nan_policy == "marginalize":
+        # Rows with missing values: the initialisation works on the sample (with
+        # its missing values filled), not on a pass over the data (whose
+        # initialisation kernels would leave those rows out).
+        plans = [(out, _on_sample(p, samples[outcomes.index(out)])) for out, p in plans]
     bayesian = [o for o in outcomes if o.error is None and o.candidate.variational]
     center = _prior_center(space, outcomes, samples) if bayesian else None
     extra = [] if center is None else [_moments_call(center, space)]
@@ -464,6 +494,14 @@ def _initialise(
             out.error = f"initialisation failed: {exc}"
             continue
         out.runs.append(_new_run(cand, params, -np.inf, len(out.runs), rows))
+
+
+def _on_sample(plan: InitPlan, sample: Sample | None) -> InitPlan:
+    """``plan`` finished from the sample's rows instead of a pass over the data."""
+    if plan.kernel is None or sample is None or not sample.filled:
+        return plan
+    stats = plan.kernel(sample.rows, plan.kernel_params, 0, sample.weights)
+    return replace(plan, params=plan.finish(stats), kernel=None, kernel_params=None)
 
 
 def _prior_center(

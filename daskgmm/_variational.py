@@ -366,6 +366,15 @@ class VariationalRun(Run):
             log_weights=log_weights,
         )
 
+    def density_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The variational E-step's densities as Gaussians: the posterior means,
+        the normalised Wishart covariances (whose precisions the E-step uses) and
+        the log-weights that replace ``log π`` (for rows with missing values,
+        where the same per-component terms are kept: an approximation)."""
+        post = self.posterior
+        prior_type = self.prior.weight_concentration_prior_type
+        return post.means, post.covariances, kernel_log_weights(post, prior_type)
+
     def recentring(self, stats: dict) -> tuple[np.ndarray | None, Parameters | None]:
         """About the new means when the shifted moments would cancel (see
         :meth:`Run.recentring`); the update itself is :meth:`step`'s."""

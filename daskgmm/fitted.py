@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from daskgmm import _chunks as C
 from daskgmm import _kernels as K
+from daskgmm import _missing as M
 from daskgmm import _preprocess as P
 from daskgmm import _variational as V
 from daskgmm import exceptions
@@ -354,9 +355,27 @@ def fit_kernel_params(fm: FittedMixture) -> K.KernelParams:
     )
 
 
+def missing_params(fm: FittedMixture) -> M.MissingParams:
+    """What the functions of rows with missing values need: the mixture of the
+    space it was fitted in (a variational mixture's log-weights replace
+    ``log π``: an approximation for rows with missing values)."""
+    p = fm.scaled if fm.is_scaled else fm
+    log_weights = fm.log_weights
+    if log_weights is None:
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(np.asarray(p.weights, dtype=np.float64))
+    return M.missing_params(
+        fit_kernel_params(fm), K.estep_block, p.means, p.covariances, log_weights
+    )
+
+
 def per_row(fm: FittedMixture, data: Data, what: str, nan_policy: str = "raise") -> Any:
     """Labels (``'label'``), responsibilities (``'proba'``) or log-densities
-    (``'score'``) of every row: NumPy for NumPy input, lazy dask for dask input."""
+    (``'score'``) of every row: NumPy for NumPy input, lazy dask for dask input.
+
+    With ``nan_policy='marginalize'`` a row's missing values (NaN) are
+    marginalised out: its log-density is that of its observed values.
+    """
     out_dtype = np.result_type(data.dtype, fm.dtype)
     kernel, n_columns, dtype = {
         "label": (K.predict_block, None, np.int64),
@@ -366,29 +385,46 @@ def per_row(fm: FittedMixture, data: Data, what: str, nan_policy: str = "raise")
     kwargs: dict[str, Any] = {"nan_policy": nan_policy}
     if what != "label":
         kwargs["out_dtype"] = out_dtype
-    if fm.is_scaled:
+    if nan_policy == "marginalize":
+        scaling = fm.scaling if fm.is_scaled else None
+        kernel, kp = _observed_rows_block, (scaling, missing_params(fm), what)
+    elif fm.is_scaled:
         kernel, kp = _scaled_rows_block, (fm.scaling, fit_kernel_params(fm), what)
     else:
         kp = kernel_params(fm)
+    if nan_policy == "raise" and not data.is_dask:
+        raise_if_non_finite(data.array)
+    return _rows_out(data, kernel, kp, what, n_columns, dtype, kwargs)
+
+
+def _rows_out(
+    data: Data,
+    kernel: Any,
+    params: Any,
+    name: str,
+    n_columns: int | None,
+    dtype: Any,
+    kwargs: dict,
+) -> Any:
+    """``kernel`` on the rows of ``data`` block by block: lazy dask for dask input;
+    NumPy for NumPy input (directly when small, else in parallel blocks)."""
     if data.is_dask:
         return map_rows(
             data.array,
             kernel,
-            kp,
-            name=what,
+            params,
+            name=name,
             n_columns=n_columns,
             dtype=dtype,
             **kwargs,
         )
-    if nan_policy == "raise":
-        raise_if_non_finite(data.array)
     if data.n_samples <= C.DIRECT_ROWS:
-        return kernel(data.array, kp, **kwargs)
+        return kernel(data.array, params, **kwargs)
     lazy = map_rows(
         numpy_to_dask(data.array),
         kernel,
-        kp,
-        name=what,
+        params,
+        name=name,
         n_columns=n_columns,
         dtype=dtype,
         **kwargs,
@@ -397,21 +433,42 @@ def per_row(fm: FittedMixture, data: Data, what: str, nan_policy: str = "raise")
         return lazy.compute(scheduler="threads")
 
 
+def impute(fm: FittedMixture, data: Data, draw: bool = False, seed: int = 0) -> Any:
+    """The rows of ``data`` with their missing values (NaN) filled in: the
+    conditional expectation under the mixture given the row's observed values,
+    or (``draw=True``) one draw from the conditional distribution. Observed
+    values are kept as they are; a row with every value missing gets the
+    mixture's mean (or a draw from the mixture)."""
+    dtype = np.result_type(data.dtype, fm.dtype, np.float32)
+    scaling = fm.scaling if fm.is_scaled else None
+    spec = (scaling, missing_params(fm), seed if draw else None)
+    kwargs = {"out_dtype": dtype}
+    return _rows_out(data, _impute_block, spec, "impute", fm.n_features, dtype, kwargs)
+
+
 def loglik(fm: FittedMixture, passes: DataPasses) -> dict:
     """(Weighted) total log-likelihood ``loglik`` of the rows of ``passes``, their
     total weight ``w`` (the number of rows when unweighted) and rows ``n``: one
-    pass."""
-    if fm.is_scaled:
+    pass. With ``nan_policy='marginalize'`` also the missing values per feature
+    (``n_missing``) and the rows with one (``n_incomplete``)."""
+    if passes.nan_policy == "marginalize":
+        scaling = fm.scaling if fm.is_scaled else None
+        kernel, params = _observed_loglik_block, (scaling, missing_params(fm))
+    elif fm.is_scaled:
         kernel = _scaled_loglik_block
         params: Any = (fm.scaling, fit_kernel_params(fm), passes.twin(K.loglik_block))
     else:
         kernel, params = K.loglik_block, kernel_params(fm)
     result = passes.run(kernel, params, "score", K.combine_loglik)
-    return {
+    out = {
         "loglik": float(result["loglik"]),
         "w": float(result["w"]),
         "n": int(result["n"]),
     }
+    if "n_missing" in result:  # nan_policy='marginalize'
+        out["n_missing"] = [int(v) for v in result["n_missing"]]
+        out["n_incomplete"] = int(result["n_incomplete"])
+    return out
 
 
 def score_totals(
@@ -529,6 +586,101 @@ def _scaled_loglik_block(
         w = np.where(np.isfinite(w) & (w >= 0), w, 0.0)  # as loglik_block counts them
         stats["loglik"] += float(jacobian @ w)
     return stats
+
+
+def _observed_rows_block(
+    X: np.ndarray,
+    spec: tuple,
+    out_dtype: Any = np.float64,
+    block_info: dict | None = None,
+    nan_policy: str = "marginalize",
+) -> np.ndarray:
+    """Labels, responsibilities or log-densities (``spec[2]``) of rows whose
+    missing values (NaN) are marginalised out; a row with every value missing
+    gets label -1 and NaN, one with an infinite value raises."""
+    scaling, mp, what = spec
+    if scaling is None:
+        Z = np.asarray(X, dtype=np.float64)
+    else:
+        Z = P.transform_block(X, scaling, np.float64, block_info)
+    inf = np.isinf(Z).any(axis=1)
+    if inf.any():
+        raise_unusable_rows(int(inf.sum()), int(np.flatnonzero(inf)[0]), block_info)
+    lse, resp = M.missing_loglik(Z, mp)
+    if what == "label":
+        # A row with every value missing: label -1 (NaN for the others).
+        return np.where(np.isnan(lse), -1, resp.argmax(axis=1))
+    if what == "proba":
+        return resp.astype(out_dtype, copy=False)
+    if scaling is not None:
+        lse += P.observed_log_jacobian(X, scaling, block_info)
+    return lse.astype(out_dtype, copy=False)
+
+
+def _impute_block(
+    X: np.ndarray,
+    spec: tuple,
+    out_dtype: Any = np.float64,
+    block_info: dict | None = None,
+) -> np.ndarray:
+    """:func:`impute` of one block (a draw's generator is keyed by the seed and
+    the block's first row)."""
+    scaling, mp, seed = spec
+    X = np.asarray(X)
+    if np.isinf(X).any():
+        rows = np.flatnonzero(np.isinf(X).any(axis=1))
+        raise_unusable_rows(rows.size, int(rows[0]), block_info)
+    Z = X if scaling is None else P.transform_block(X, scaling, np.float64, block_info)
+    if seed is None:
+        out = M.impute_rows(Z, mp)
+    else:
+        offset = K.row_offset(block_info) or 0
+        rng = np.random.default_rng(np.random.SeedSequence([seed, offset]))
+        out = M.draw_missing(Z, mp, rng)
+    if scaling is not None:
+        out = P.inverse_transform_block(out, scaling)
+    return np.where(np.isnan(X), out, X).astype(out_dtype, copy=False)
+
+
+def raise_unusable_rows(n_bad: int, first: int, block_info: dict | None) -> None:
+    """The one-line error for rows without a density of their observed values."""
+    offset = K.row_offset(block_info)
+    where = f"row {first}" if offset is None else f"row {offset + first}"
+    raise ValueError(
+        f"X has {n_bad} row(s) with an infinite value (first at {where}); "
+        "nan_policy='marginalize' takes NaN for a missing value: replace "
+        "infinities by NaN, or drop those rows"
+    )
+
+
+def _observed_loglik_block(
+    X: np.ndarray,
+    spec: tuple,
+    block_index: int = 0,
+    weights: np.ndarray | None = None,
+) -> dict:
+    """:func:`daskgmm._missing.missing_loglik_block` of original rows (scaled,
+    plus the log-Jacobian of their observed features)."""
+    scaling, mp = spec
+    if scaling is None:
+        return M.missing_loglik_block(X, mp, block_index, weights)
+    Z = P.transform_block(X, scaling)
+    stats = M.missing_loglik_block(Z, mp, block_index, weights)
+    with np.errstate(invalid="ignore"):
+        jacobian = P.observed_log_jacobian(X, scaling)
+    # Rows left out (every value missing, or an infinity) contribute nothing.
+    used = np.isfinite(jacobian) & ~np.isinf(X).any(axis=1) & ~np.isnan(X).all(axis=1)
+    jacobian = np.where(used, jacobian, 0.0)
+    if weights is None:
+        stats["loglik"] += float(jacobian.sum())
+    else:
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        w = np.where(np.isfinite(w) & (w >= 0), w, 0.0)
+        stats["loglik"] += float(jacobian @ w)
+    return stats
+
+
+_observed_loglik_block.uses_observed = True  # type: ignore[attr-defined]
 
 
 def _draw(

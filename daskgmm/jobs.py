@@ -408,7 +408,8 @@ def fit_metrics(
     )
     return {
         "n_samples": totals["n"],
-        # Rows left out of the fit for NaN or inf (model.nan_policy: omit).
+        # Rows left out of the fit: NaN or inf (model.nan_policy: omit), every
+        # value missing (marginalize).
         "n_omitted": int(fm.n_omitted),
         "total_weight": totals["w"],
         "n_features": int(fm.n_features),
@@ -422,6 +423,22 @@ def fit_metrics(
         "converged": bool(fm.converged),
         **fit_timings(fm, seconds),
         **variational_metrics(fm),
+        **missing_metrics(totals),
+    }
+
+
+def missing_metrics(totals: dict) -> dict:
+    """With ``model.nan_policy: marginalize``: the share of missing values of every
+    feature and of the rows with one (none otherwise)."""
+    if "n_missing" not in totals or not totals["n"]:
+        return {}
+    n = totals["n"]
+    return {
+        "missing_values": {
+            "share_per_feature": [m / n for m in totals["n_missing"]],
+            "rows_with_missing": totals["n_incomplete"],
+            "share_of_rows": totals["n_incomplete"] / n,
+        }
     }
 
 

@@ -193,8 +193,12 @@ class BaseMixture:
         set_fitted(self, fitted)
         if self.n_omitted_:
             logger.warning(
-                "nan_policy='omit': %d row(s) with NaN or infinity left out of the fit",
+                "nan_policy=%r: %d row(s) with %s left out of the fit",
+                self.nan_policy,
                 self.n_omitted_,
+                "every value missing"
+                if self.nan_policy == "marginalize"
+                else "NaN or infinity",
             )
         return self
 
@@ -285,6 +289,32 @@ class BaseMixture:
         log_prob : ndarray of shape (n_samples,), lazy for dask input
         """
         return self._per_row(X, "score")
+
+    def impute(self, X: Any, *, draw: bool = False, random_state: Any = None) -> Any:
+        """``X`` with its missing values (NaN) filled in by the fitted mixture.
+
+        Each missing value gets its conditional expectation given the row's
+        observed values, ``Σ_k P(k | x_o) E[x_m | x_o, k]`` (the mixture's mean for
+        a row with every value missing); observed values are kept as they are.
+        With ``draw=True`` it is one draw from the conditional distribution
+        instead: calling again with other ``random_state`` values gives multiple
+        imputations (the draws depend on the row chunks too).
+
+        Parameters
+        ----------
+        X : array-like, dask array or DataFrame of shape (n_samples, n_features)
+        draw : bool, default False
+        random_state : int, RandomState or None
+            Seeds the draws (``draw=True``).
+
+        Returns
+        -------
+        X_imputed : ndarray of shape (n_samples, n_features), lazy for dask input
+        """
+        fm = self._fitted()
+        data = F.check_rows(fm, X, type(self).__name__)
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        return F.impute(fm, data, draw=bool(draw), seed=seed)
 
     def _totals(
         self, X: Any, sample_weight: Any = None

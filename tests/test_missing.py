@@ -126,14 +126,20 @@ def test_a_block_without_missing_values_is_the_complete_data_kernels():
         np.testing.assert_array_equal(got[key], want[key])
 
 
-def test_rows_with_every_value_missing_or_an_infinity_are_counted_bad():
+def test_rows_with_every_value_missing_are_left_out_and_infinities_counted():
     weights, means, cov = _mixture("diag")
     X = _rows(means)
+    mp = _params(weights, means, cov, "diag")
+    want = estep_missing_block(np.delete(X, [5, 9], axis=0), mp, 2, None)
     X[5] = np.nan
     X[9, 0] = np.inf
-    got = estep_missing_block(X, _params(weights, means, cov, "diag"), 2, None)
-    assert got["n_bad"] == 2
-    assert got["first_bad"] is not None
+    got = estep_missing_block(X, mp, 2, None)
+    assert (got["n_bad"], got["first_bad"]) == (1, (2, 5))
+    assert (got["n_inf"], got["first_inf"]) == (1, (2, 9))
+    assert got["n"] == len(X) and got["w"] == len(X) - 2
+    for key in ("nk", "s1", "s2"):
+        assert_allclose(got[key], want[key], rtol=1e-12)
+    assert got["loglik"] == pytest.approx(want["loglik"], rel=1e-12)
 
 
 def test_loglik_and_imputation_per_row():
@@ -160,3 +166,186 @@ def test_loglik_and_imputation_per_row():
         )
         expected += resp[row, j] * xhat
     assert_allclose(filled[row], expected, rtol=1e-12)
+
+
+###############################################################################
+# The estimator
+
+
+def _observed_logpdf(X, weights, means, cov, ctype):
+    """Per row, by scipy: log Σ_k π_k N(x_o | μ_o, Σ_oo); and the responsibilities."""
+    k, d = means.shape
+    full = full_covariances(cov, ctype, k, d)
+    out, resp = [], []
+    for x in X:
+        o = ~np.isnan(x)
+        lp = np.array(
+            [
+                np.log(weights[j])
+                + multivariate_normal(means[j, o], full[j][np.ix_(o, o)]).logpdf(x[o])
+                for j in range(k)
+            ]
+        )
+        out.append(logsumexp(lp))
+        resp.append(np.exp(lp - logsumexp(lp)))
+    return np.array(out), np.array(resp)
+
+
+def _missing_data(n: int = 3000, d: int = 3, share: float = 0.25, seed: int = 3):
+    _, means, _ = _mixture("full", k=3, d=d, seed=seed)
+    return _rows(means, n=n, share=share, seed=seed + 1)
+
+
+@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
+def test_fit_without_missing_values_is_the_complete_data_fit(ctype):
+    from daskgmm import GaussianMixture
+
+    X = np.nan_to_num(_missing_data(), nan=100.0)
+    kwargs = dict(n_components=3, covariance_type=ctype, random_state=0)
+    a = GaussianMixture(nan_policy="marginalize", **kwargs).fit(X)
+    b = GaussianMixture(**kwargs).fit(X)
+    assert a.n_iter_ == b.n_iter_
+    np.testing.assert_array_equal(a.means_, b.means_)
+    np.testing.assert_array_equal(a.covariances_, b.covariances_)
+    assert a.lower_bound_ == b.lower_bound_
+
+
+@pytest.mark.parametrize("scale", ["none", "standard"])
+@pytest.mark.parametrize("ctype", ["full", "diag"])
+def test_predictions_and_lower_bound_match_scipy_on_the_observed_values(ctype, scale):
+    from daskgmm import GaussianMixture
+
+    X = _missing_data()
+    gm = GaussianMixture(
+        3, covariance_type=ctype, nan_policy="marginalize", scale=scale, random_state=0
+    ).fit(X)
+    ref, resp = _observed_logpdf(
+        X, gm.weights_, gm.means_, gm.covariances_, gm.covariance_type
+    )
+    assert_allclose(gm.score_samples(X), ref, rtol=1e-10, atol=1e-10)
+    assert_allclose(gm.predict_proba(X), resp, atol=1e-9)
+    np.testing.assert_array_equal(gm.predict(X), resp.argmax(axis=1))
+    assert gm.score(X) == pytest.approx(ref.mean(), rel=1e-11)
+    # The lower bound is the mean log-likelihood before the last M-step: close to,
+    # and not above, the final one (EM never decreases it).
+    assert gm.converged_
+    assert gm.lower_bound_ <= ref.mean() + 1e-12
+    assert gm.lower_bound_ == pytest.approx(ref.mean(), abs=1e-3)
+    assert np.all(np.diff(gm.lower_bounds_) >= -1e-10)
+    n_params = 3 * 3 + (3 * 6 if ctype == "full" else 9) + 2
+    assert gm.bic(X) == pytest.approx(-2 * ref.sum() + n_params * np.log(len(X)))
+
+
+def test_log1p_columns_with_missing_values_score_in_original_units():
+    from daskgmm import GaussianMixture
+
+    X = _missing_data(d=3)
+    X[:, 1] = np.exp(X[:, 1] / 40.0)  # positive, log1p-able; NaN stays NaN
+    gm = GaussianMixture(
+        2, nan_policy="marginalize", scale="standard", log1p=[1], random_state=0
+    ).fit(X)
+    Y = X.copy()
+    Y[:, 1] = np.log1p(Y[:, 1])
+    ref, _ = _observed_logpdf(Y, gm.weights_, gm.means_, gm.covariances_, "full")
+    jacobian = -np.nan_to_num(Y[:, 1])  # d log1p(x)/dx = 1/(1+x), where observed
+    assert_allclose(gm.score_samples(X), ref + jacobian, rtol=1e-9, atol=1e-9)
+    assert gm.lower_bound_ == pytest.approx((ref + jacobian).mean(), abs=1e-3)
+
+
+def test_missing_values_are_independent_of_chunking():
+    import dask.array as da
+
+    from daskgmm import GaussianMixture
+
+    X = _missing_data(n=4000)
+    kwargs = dict(n_components=3, nan_policy="marginalize", random_state=0)
+    a = GaussianMixture(**kwargs).fit(X)
+    b = GaussianMixture(**kwargs).fit(da.from_array(X, chunks=(700, 3)))
+    assert_allclose(b.means_, a.means_, rtol=1e-9)
+    assert b.lower_bound_ == pytest.approx(a.lower_bound_, rel=1e-11)
+    lazy = b.score_samples(da.from_array(X, chunks=(900, 3))).compute()
+    assert_allclose(lazy, a.score_samples(X), rtol=1e-9)
+
+
+def test_rows_without_an_observed_value_are_left_out_and_infinities_raise():
+    from daskgmm import GaussianMixture
+
+    X = _missing_data()
+    X[7] = np.nan
+    kwargs = dict(n_components=2, nan_policy="marginalize", random_state=0)
+    gm = GaussianMixture(**kwargs).fit(X)
+    ref = GaussianMixture(**kwargs).fit(np.delete(X, 7, axis=0))
+    assert gm.n_omitted_ == 1 and ref.n_omitted_ == 0
+    assert_allclose(gm.means_, ref.means_, rtol=1e-12)
+    assert gm.lower_bound_ == pytest.approx(ref.lower_bound_, rel=1e-12)
+    assert gm.predict(X)[7] == -1 and np.isnan(gm.score_samples(X)[7])
+    assert np.isnan(gm.predict_proba(X)[7]).all()
+    assert gm.score(X) == pytest.approx(ref.score(np.delete(X, 7, axis=0)), rel=1e-12)
+    assert_allclose(gm.impute(X)[7], gm.weights_ @ gm.means_, rtol=1e-12)
+    X[11, 1] = -np.inf
+    with pytest.raises(ValueError, match=r"1 row\(s\) with an infinite value.*row 11"):
+        GaussianMixture(**kwargs).fit(X)
+    with pytest.raises(ValueError, match=r"infinite value \(first at row 11\)"):
+        gm.predict(X)
+    X[:] = np.nan
+    with pytest.raises(ValueError, match="no row of X has an observed value"):
+        GaussianMixture(**kwargs).fit(X)
+
+
+def test_imputation_is_the_conditional_mean_and_draws_average_to_it():
+    from daskgmm import GaussianMixture
+
+    X = _missing_data(n=2000)
+    gm = GaussianMixture(
+        3, nan_policy="marginalize", scale="standard", random_state=0
+    ).fit(X)
+    missing = np.isnan(X)
+    # Reference: Σ_k γ_k (μ_m + Σ_mo Σ_oo⁻¹ (x_o − μ_o)) row by row.
+    _, resp = _observed_logpdf(X, gm.weights_, gm.means_, gm.covariances_, "full")
+    want = X.copy()
+    for i, x in enumerate(X[:300]):
+        o, m = ~missing[i], missing[i]
+        if not m.any():
+            continue
+        fill = 0.0
+        for k in range(3):
+            c = gm.covariances_[k]
+            fill = fill + resp[i, k] * (
+                gm.means_[k, m]
+                + c[np.ix_(m, o)]
+                @ np.linalg.solve(c[np.ix_(o, o)], x[o] - gm.means_[k, o])
+            )
+        want[i, m] = fill
+    got = gm.impute(X)
+    assert_allclose(got[:300], want[:300], rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(got[~missing], X[~missing])  # observed kept
+    draws = np.stack(
+        [gm.impute(X[:300], draw=True, random_state=s) for s in range(300)]
+    )
+    assert not np.isnan(draws).any()
+    np.testing.assert_array_equal(draws[:, ~missing[:300]][0], X[:300][~missing[:300]])
+    spread = draws.std(axis=0)[missing[:300]]
+    error = np.abs(draws.mean(axis=0) - want[:300])[missing[:300]]
+    assert (error < 5 * spread / np.sqrt(300) + 1e-12).mean() > 0.99
+    assert spread.min() > 0.1  # draws, not the expectation
+
+
+def test_scaling_moments_use_every_observed_value():
+    from daskgmm import _preprocess as P
+
+    X = _missing_data(n=500, share=0.4)
+    w = np.random.default_rng(0).random(len(X))
+    parts = [
+        P.observed_moments_block(X[i : i + 130], (), i // 130, w[i : i + 130])
+        for i in range(0, len(X), 130)
+    ]
+    stats = P.combine_moments(*parts)
+    obs = ~np.isnan(X)
+    for j in range(X.shape[1]):
+        x, wj = X[obs[:, j], j], w[obs[:, j]]
+        mean = np.average(x, weights=wj)
+        assert stats["mean"][j] == pytest.approx(mean, rel=1e-12)
+        assert stats["m2"][j] == pytest.approx(wj @ (x - mean) ** 2, rel=1e-10)
+        assert stats["weight"][j] == pytest.approx(wj.sum(), rel=1e-12)
+        assert stats["min"][j] == x.min() and stats["max"][j] == x.max()
+    assert stats["rows_weight"] == pytest.approx(w.sum(), rel=1e-12)
