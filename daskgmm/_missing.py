@@ -9,11 +9,20 @@ their conditional expectation and covariance given the observed ones:
     x̂_m = μ_m + Σ_mo Σ_oo⁻¹ (x_o − μ_o)        C = Σ_mm − Σ_mo Σ_oo⁻¹ Σ_om
     S1_k += γ (x̂ − c_k)                        S2_k += γ ((x̂ − c_k)(x̂ − c_k)ᵀ + C)
 
-(``C`` in the ``m × m`` block). Rows are grouped by their pattern of missing values,
-so each pattern costs one small factorisation per component; the rows with every
-value observed go through the complete-data kernel (compiled or NumPy), so a block
-without a missing value gives exactly the complete-data statistics. Pure NumPy, as
-:mod:`daskgmm._kernels`, and tested against a row-by-row reference.
+(``C`` in the ``m × m`` block). Both come from the component's precision
+``P = Σ⁻¹`` and the small ``m × m`` block of it (a Schur complement):
+
+    Σ_oo⁻¹ = P_oo − P_om P_mm⁻¹ P_mo        log det Σ_oo = log det Σ + log det P_mm
+    x̂_m = μ_m − P_mm⁻¹ P_mo (x_o − μ_o)    C = P_mm⁻¹
+
+so with ``r = P (x − μ)`` (missing entries of ``x − μ`` set to 0, one matrix
+product for every row) a row costs the factorisation of its ``m × m`` block only.
+Rows are grouped by their number of missing values and the blocks factorised in
+batches, so the cost does not grow with the number of distinct patterns. The rows
+with every value observed go through the complete-data kernel (compiled or NumPy),
+so a block without a missing value gives exactly the complete-data statistics.
+Pure NumPy, as :mod:`daskgmm._kernels`, and tested against a row-by-row
+reference.
 """
 
 from __future__ import annotations
@@ -44,6 +53,9 @@ class MissingParams:
         ``log π_k`` (or a variational mixture's replacement).
     shifts : ndarray of shape (K, d)
         What the statistics are accumulated about (absolute coordinates).
+    precisions : ndarray of shape (K, d, d)
+    log_det_precisions : ndarray of shape (K,)
+        ``Σ_k⁻¹`` and ``log det Σ_k⁻¹``.
     """
 
     kp: K.KernelParams
@@ -52,6 +64,8 @@ class MissingParams:
     covariances: np.ndarray
     log_weights: np.ndarray
     shifts: np.ndarray
+    precisions: np.ndarray
+    log_det_precisions: np.ndarray
 
     @property
     def covariance_type(self) -> str:
@@ -82,121 +96,161 @@ def missing_params(
     """The marginalising E-step's parameters of the mixture of ``kp`` (whose
     statistics it accumulates about ``kp``'s shifts)."""
     k, d = kp.n_components, kp.n_features
+    full = np.ascontiguousarray(full_covariances(covariances, kp.covariance_type, k, d))
+    chol = np.linalg.cholesky(full)
+    inv_chol = np.linalg.inv(chol)
     return MissingParams(
         kp,
         complete,
         np.asarray(means, dtype=np.float64),
-        np.ascontiguousarray(full_covariances(covariances, kp.covariance_type, k, d)),
+        full,
         np.asarray(log_weights, dtype=np.float64),
         kp.center + kp.shifts,
+        np.swapaxes(inv_chol, 1, 2) @ inv_chol,
+        -2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1),
     )
 
 
 ###############################################################################
-# One pattern of missing values
+# Rows with missing values
 
 
-def _pattern_terms(
-    mp: MissingParams, observed: np.ndarray
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
-    """Per component, for the observed features ``observed`` (bool (d,)): the
-    Cholesky factor of ``Σ_oo``, the regression ``B = Σ_mo Σ_oo⁻¹``, the conditional
-    covariance ``C`` of the missing features and ``log π_k − ½ log det Σ_oo −
-    d_o/2 log 2π``."""
-    o = np.flatnonzero(observed)
-    m = np.flatnonzero(~observed)
-    terms = []
-    for k in range(mp.means.shape[0]):
-        cov = mp.covariances[k]
-        chol = np.linalg.cholesky(cov[np.ix_(o, o)])
-        # B = Σ_mo Σ_oo⁻¹ by two triangular solves of Σ_om.
-        half = np.linalg.solve(chol, cov[np.ix_(o, m)])
-        regression = np.linalg.solve(chol.T, half).T
-        conditional = cov[np.ix_(m, m)] - half.T @ half
-        const = (
-            mp.log_weights[k]
-            - np.log(np.diagonal(chol)).sum()
-            - 0.5 * o.size * K.LOG_2PI
-        )
-        terms.append((chol, regression, conditional, const))
-    return terms
+@dataclass
+class Marginal:
+    """What rows with missing values give under each component.
+
+    Attributes
+    ----------
+    lp : ndarray of shape (n, K)
+        ``log π_k + log N(x_o | μ_o, Σ_oo)`` per row (the responsibilities once
+        normalised in place).
+    filled : list of ndarray of shape (n, d)
+        Per component, the rows with their missing values replaced by ``x̂_m``.
+    groups : list of (rows, idx)
+        Rows with ``m`` missing values (for each ``m`` present) and the indices
+        (r, m) of their missing features.
+    inverses : list of list of ndarray of shape (r, m, m)
+        Per component and group, the conditional covariances ``C = P_mm⁻¹``.
+    """
+
+    lp: np.ndarray
+    filled: list[np.ndarray]
+    groups: list[tuple[np.ndarray, np.ndarray]]
+    inverses: list[list[np.ndarray]]
 
 
-def _pattern_rows(
-    rows: np.ndarray, mp: MissingParams, observed: np.ndarray
-) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """Log-densities ``lp`` (n, K) of rows with the same observed features, each
-    component's completed rows ``x̂`` (n, d) and conditional covariance ``C``."""
-    o = np.flatnonzero(observed)
-    m = np.flatnonzero(~observed)
-    n, d = rows.shape
+def _groups(missing: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rows grouped by their pattern of missing values when the patterns are few
+    (each group's blocks are then factorised once), else by their number of
+    missing values; with the (sorted) indices (r, m) of the missing features."""
+    width = missing.sum(axis=1)
+    keys = width
+    if missing.shape[1] <= 62:  # a pattern as the bits of an int64
+        pattern = missing @ (np.int64(1) << np.arange(missing.shape[1], dtype=np.int64))
+        if np.unique(pattern).size * _ROWS_PER_PATTERN <= missing.shape[0]:
+            keys = pattern
+    groups = []
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        m = int(width[rows[0]])
+        groups.append((rows, np.nonzero(missing[rows])[1].reshape(rows.size, m)))
+    return groups
+
+
+# Rows per distinct pattern above which a block is grouped by pattern.
+_ROWS_PER_PATTERN = 64
+
+
+def _shared(idx: np.ndarray) -> bool:
+    """Whether every row of a group misses the same features."""
+    return bool(idx.shape[0] > 1 and (idx == idx[0]).all())
+
+
+def _marginal_rows(X: np.ndarray, mp: MissingParams) -> Marginal:
+    """:class:`Marginal` of rows ``X`` (float64, NaN for missing; none all-NaN
+    or infinite)."""
+    missing = np.isnan(X)
+    observed = ~missing
+    n, d = X.shape
+    n_observed = d - missing.sum(axis=1)
+    groups = _groups(missing)
     lp = np.empty((n, mp.means.shape[0]))
-    filled, conditional = [], []
-    for k, (chol, regression, cond, const) in enumerate(_pattern_terms(mp, observed)):
-        diff = rows[:, o] - mp.means[k, o]
-        sol = np.linalg.solve(chol, diff.T)
-        lp[:, k] = const - 0.5 * np.einsum("ij,ij->j", sol, sol)
-        xhat = np.empty((n, d))
-        xhat[:, o] = rows[:, o]
-        xhat[:, m] = mp.means[k, m] + diff @ regression.T
+    filled, inverses = [], []
+    for k, (mean, prec) in enumerate(zip(mp.means, mp.precisions, strict=True)):
+        diff = np.where(observed, X - mean, 0.0)
+        r = diff @ prec
+        quad = np.einsum("ij,ij->i", diff, r)
+        log_det_mm = np.zeros(n)
+        xhat = np.where(observed, X, mean)
+        inv_k = []
+        for rows, idx in groups:
+            if not idx.shape[1]:
+                inv_k.append(np.zeros((rows.size, 0, 0)))
+                continue
+            one = idx[:1] if _shared(idx) else idx  # a pattern's block once
+            block = prec[one[:, :, None], one[:, None, :]]
+            chol = np.linalg.cholesky(block)
+            log_det_mm[rows] = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(
+                axis=1
+            )
+            inv_chol = np.linalg.inv(chol)
+            inverse = np.swapaxes(inv_chol, 1, 2) @ inv_chol
+            inverse = np.broadcast_to(inverse, (rows.size, *inverse.shape[1:]))
+            r_m = np.take_along_axis(r[rows], idx, axis=1)
+            t = np.einsum("rab,rb->ra", inverse, r_m)
+            quad[rows] -= np.einsum("ra,ra->r", r_m, t)
+            xhat[rows[:, None], idx] = mean[idx] - t
+            inv_k.append(inverse)
+        lp[:, k] = (
+            mp.log_weights[k]
+            - 0.5 * n_observed * K.LOG_2PI
+            + 0.5 * (mp.log_det_precisions[k] - log_det_mm)
+            - 0.5 * quad
+        )
         filled.append(xhat)
-        full = np.zeros((d, d))
-        full[np.ix_(m, m)] = cond
-        conditional.append(full)
-    return lp, filled, conditional
+        inverses.append(inv_k)
+    return Marginal(lp, filled, groups, inverses)
 
 
-def _accumulate_pattern(
-    stats: dict,
-    resp: np.ndarray,
-    filled: list[np.ndarray],
-    conditional: list[np.ndarray],
-    mp: MissingParams,
-) -> None:
+def _weighted_conditional(g: np.ndarray, marg: Marginal, k: int, d: int) -> np.ndarray:
+    """``Σ_i g_i C_ik`` (d, d), each ``C`` in the block of the row's missing
+    features."""
+    out = np.zeros(d * d)
+    for (rows, idx), inverse in zip(marg.groups, marg.inverses[k], strict=True):
+        if not idx.shape[1]:
+            continue
+        flat = idx[:, :, None] * d + idx[:, None, :]
+        out += np.bincount(
+            flat.ravel(),
+            weights=(g[rows][:, None, None] * inverse).ravel(),
+            minlength=d * d,
+        )
+    return out.reshape(d, d)
+
+
+def _accumulate(stats: dict, resp: np.ndarray, marg: Marginal, mp: MissingParams):
     """Add the rows' statistics (``resp`` already multiplied by the row weights)."""
     ctype = mp.covariance_type
+    d = mp.means.shape[1]
     nk = resp.sum(axis=0)
     stats["nk"] += nk
-    for k, (xhat, cond) in enumerate(zip(filled, conditional, strict=True)):
+    for k, xhat in enumerate(marg.filled):
         g = resp[:, k]
         diff = xhat - mp.shifts[k]
         stats["s1"][k] += g @ diff
+        cond = _weighted_conditional(g, marg, k, d)
         if ctype in ("full", "tied"):
-            second = (diff * g[:, None]).T @ diff + nk[k] * cond
+            second = (diff * g[:, None]).T @ diff + cond
             if ctype == "full":
                 stats["s2"][k] += second
             else:
                 stats["s2"] += second
         else:
-            stats["s2"][k] += g @ diff**2 + nk[k] * np.diagonal(cond)
+            stats["s2"][k] += g @ diff**2 + np.diagonal(cond)
 
 
 ###############################################################################
 # A block
-
-
-def _patterns(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct patterns (bool (p, d)) and each row's pattern index."""
-    packed = np.packbits(missing, axis=1)
-    _, first, index = np.unique(packed, axis=0, return_index=True, return_inverse=True)
-    return missing[first], index.reshape(-1)
-
-
-def _marginal_rows(
-    X: np.ndarray, mp: MissingParams
-) -> tuple[np.ndarray, np.ndarray, list]:
-    """Log-densities (n, K) of rows with missing values, by pattern; and per
-    pattern its rows and completed rows (for the statistics)."""
-    missing = np.isnan(X)
-    patterns, index = _patterns(missing)
-    lp = np.empty((X.shape[0], mp.means.shape[0]))
-    parts = []
-    for p, pattern in enumerate(patterns):
-        rows = np.flatnonzero(index == p)
-        lp_p, filled, conditional = _pattern_rows(X[rows], mp, ~pattern)
-        lp[rows] = lp_p
-        parts.append((rows, filled, conditional))
-    return lp, index, parts
 
 
 def _usable(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -245,13 +299,12 @@ def estep_missing_block(
     wp = K.row_weights(None if w is None else w[rows], rows.size, extra)
     extra["n"] = rows.size + int(empty.sum() + inf.sum())
     if rows.size:
-        lp, _, parts = _marginal_rows(np.asarray(X[rows], dtype=np.float64), mp)
-        lse, _ = K.normalize_in_place(lp)  # lp now holds the responsibilities
+        marg = _marginal_rows(np.asarray(X[rows], dtype=np.float64), mp)
+        lse, _ = K.normalize_in_place(marg.lp)  # now the responsibilities
         if wp is not None:
-            lp *= wp[:, None]
+            marg.lp *= wp[:, None]
         extra["loglik"] = float(lse.sum() if wp is None else lse @ wp)
-        for idx, filled, conditional in parts:
-            _accumulate_pattern(extra, lp[idx], filled, conditional, mp)
+        _accumulate(extra, marg.lp, marg, mp)
     _note_rows(extra, empty, "bad", block_index)
     _note_rows(extra, inf, "inf", block_index)
     return K.combine_stats(stats, extra)
@@ -300,7 +353,7 @@ def missing_loglik(X: np.ndarray, mp: MissingParams) -> tuple[np.ndarray, np.nda
         rows = np.flatnonzero(mask)
         if not rows.size:
             continue
-        lp, _, _ = _marginal_rows(X[rows], mp)
+        lp = _marginal_rows(X[rows], mp).lp
         lse_rows, ok = K.normalize_in_place(lp)
         resp[rows] = np.where(ok[:, None], lp, np.nan)
         lse[rows] = np.where(ok, lse_rows, np.nan)
@@ -321,12 +374,10 @@ def impute_rows(X: np.ndarray, mp: MissingParams) -> np.ndarray:
     _, partial, _, _ = _usable(X)
     rows = np.flatnonzero(partial)
     if rows.size:
-        lp, _, parts = _marginal_rows(X[rows], mp)
-        K.normalize_in_place(lp)
-        for idx, filled, _ in parts:
-            mean = sum(lp[idx, k : k + 1] * xhat for k, xhat in enumerate(filled))
-            missing = np.isnan(X[rows[idx]])
-            out[rows[idx]] = np.where(missing, mean, X[rows[idx]])
+        marg = _marginal_rows(X[rows], mp)
+        K.normalize_in_place(marg.lp)
+        mean = sum(marg.lp[:, k : k + 1] * xhat for k, xhat in enumerate(marg.filled))
+        out[rows] = np.where(np.isnan(X[rows]), mean, X[rows])
     empty = np.isnan(X).all(axis=1)
     if empty.any():
         out[empty] = _mixture_weights(mp) @ mp.means
@@ -359,18 +410,22 @@ def draw_missing(
     k, d = mp.means.shape
     rows = np.flatnonzero(partial)
     if rows.size:
-        lp, _, parts = _marginal_rows(X[rows], mp)
-        K.normalize_in_place(lp)
-        chosen = _components(lp, rng)
-        for idx, filled, conditional in parts:
-            m = np.flatnonzero(np.isnan(X[rows[idx[0]]]))
+        marg = _marginal_rows(X[rows], mp)
+        K.normalize_in_place(marg.lp)
+        chosen = _components(marg.lp, rng)
+        for (group, idx), *inverses in zip(marg.groups, *marg.inverses, strict=True):
             for j in range(k):
-                here = np.flatnonzero(chosen[idx] == j)
-                if not here.size:
+                sel = chosen[group] == j
+                here = group[sel]
+                if not here.size or not idx.shape[1]:
                     continue
-                factor = _cholesky_psd(conditional[j][np.ix_(m, m)])
-                noise = rng.standard_normal((here.size, m.size)) @ factor.T
-                out[np.ix_(rows[idx[here]], m)] = filled[j][here][:, m] + noise
+                factor = np.linalg.cholesky(inverses[j][sel])
+                noise = np.einsum(
+                    "rab,rb->ra", factor, rng.standard_normal((here.size, idx.shape[1]))
+                )
+                cols = idx[sel]
+                values = np.take_along_axis(marg.filled[j][here], cols, axis=1)
+                out[rows[here][:, None], cols] = values + noise
     empty_rows = np.flatnonzero(empty)
     if empty_rows.size:
         weights = np.broadcast_to(_mixture_weights(mp), (empty_rows.size, k))

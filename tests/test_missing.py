@@ -9,7 +9,7 @@ from numpy.testing import assert_allclose
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from daskgmm import _compiled
+from daskgmm import _compiled, _missing
 from daskgmm import _kernels as K
 from daskgmm._missing import (
     estep_missing_block,
@@ -97,11 +97,17 @@ def _reference(X, weights, means, cov, ctype, shifts, w=None):
 
 
 @pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("by_pattern", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
-def test_statistics_equal_a_row_by_row_reference(ctype, weighted, compiled):
+def test_statistics_equal_a_row_by_row_reference(
+    ctype, weighted, compiled, by_pattern, monkeypatch
+):
     if compiled and not _compiled.available():
         pytest.skip("numba is not installed")
+    # Rows grouped by pattern (factorised once per pattern) or by their number of
+    # missing values (factorised row by row in batches).
+    monkeypatch.setattr(_missing, "_ROWS_PER_PATTERN", 1 if by_pattern else 10**9)
     weights, means, cov = _mixture(ctype)
     X = _rows(means)
     w = np.random.default_rng(3).uniform(0.5, 2.0, len(X)) if weighted else None
