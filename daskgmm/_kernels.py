@@ -960,7 +960,8 @@ def raise_non_finite(n_bad: int, name: str, context: str) -> None:
     raise ValueError(
         f"Input {name} contains NaN or infinity (or values too large for float64) in "
         f"{n_bad} row(s){context}; drop or impute those rows before fitting or predicting "
-        "(or leave them out with nan_policy='omit')"
+        "(or leave them out with nan_policy='omit', or use their observed values "
+        "with nan_policy='marginalize')"
     )
 
 

@@ -355,3 +355,75 @@ def test_scaling_moments_use_every_observed_value():
         assert stats["weight"][j] == pytest.approx(wj.sum(), rel=1e-12)
         assert stats["min"][j] == x.min() and stats["max"][j] == x.max()
     assert stats["rows_weight"] == pytest.approx(w.sum(), rel=1e-12)
+
+
+MARGINALIZE_JOB = (
+    "data: {source: parquet, path: t.parquet}\n"
+    "model: {n_components: 3, nan_policy: marginalize, random_state: 0}\n"
+    "output: {directory: out, labels: true}\n"
+    "cluster: {n_workers: 1}\n"
+)
+
+
+def test_a_job_fits_a_table_with_nulls_on_its_observed_values(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zarr
+
+    from daskgmm import GaussianMixture
+    from tests.conftest import run_job
+
+    X = _missing_data(n=3000)
+    X[5] = np.nan  # no observed value: left out
+    # Nulls (not NaN) in the table: Parquet's missing values.
+    table = pa.table(
+        {c: pa.array(X[:, j], mask=np.isnan(X[:, j])) for j, c in enumerate("abc")}
+    )
+    assert table.column("a").null_count > 0
+    pq.write_table(table, tmp_path / "t.parquet")
+    result = run_job(tmp_path, MARGINALIZE_JOB)
+    assert result.returncode == 0, result.stderr
+    assert "1 row(s) with every value missing left out of the fit" in result.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    gm = GaussianMixture(3, nan_policy="marginalize", random_state=0).fit(X)
+    assert metrics["n_omitted"] == 1
+    assert metrics["mean_log_likelihood"] == pytest.approx(gm.score(X), rel=1e-9)
+    missing = metrics["missing_values"]
+    assert_allclose(missing["share_per_feature"], np.isnan(X).mean(axis=0), rtol=1e-12)
+    assert missing["rows_with_missing"] == int(np.isnan(X).any(axis=1).sum())
+    got = zarr.open_array(str(tmp_path / "out" / "predictions.zarr" / "label"))[:]
+    assert got[5] == -1
+    # The same clustering as the estimator's, up to the order of the components.
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(got, gm.predict(X)) > 0.999
+
+
+def test_a_marginalizing_model_is_saved_and_loaded(tmp_path):
+    import daskgmm
+    from daskgmm import GaussianMixture
+
+    X = _missing_data()
+    gm = GaussianMixture(3, nan_policy="marginalize", random_state=0).fit(X)
+    gm.save(str(tmp_path / "model"))
+    loaded = daskgmm.load(str(tmp_path / "model"))
+    assert loaded.nan_policy == "marginalize"
+    np.testing.assert_array_equal(loaded.score_samples(X), gm.score_samples(X))
+    np.testing.assert_array_equal(loaded.impute(X), gm.impute(X))
+
+
+def test_a_bayesian_mixture_on_observed_values_keeps_the_components_it_needs():
+    from daskgmm import BayesianGaussianMixture, GaussianMixture
+
+    X = _missing_data(n=4000)
+    bgm = BayesianGaussianMixture(
+        n_components=8, nan_policy="marginalize", random_state=0, max_iter=500
+    ).fit(X)
+    assert (bgm.weights_ > 0.02).sum() == 3
+    gm = GaussianMixture(3, nan_policy="marginalize", random_state=0).fit(X)
+    kept = bgm.means_[bgm.weights_ > 0.02]
+    for mean in gm.means_:
+        assert np.linalg.norm(kept - mean, axis=1).min() < 0.25  # std 2: approximate
+    assert bgm.score(X) == pytest.approx(gm.score(X), abs=0.01)
