@@ -9,8 +9,8 @@ Data: a mixture of K=5 well-separated Gaussians with random full covariances
 - MNAR: in the first 2 columns, every value above that column's 70th percentile (the
   largest values are the missing ones).
 
-Each case is fitted three ways (K=5 full, ``max_iter=200``, ``tol=1e-3``, one
-initialisation, ``random_state=0``): ``nan_policy='marginalize'`` (EM on each row's
+Each case is fitted three ways (K=5 full, ``max_iter=200``, ``tol=1e-3``,
+``--n-init`` initialisations (default 1), ``random_state=0``): ``nan_policy='marginalize'`` (EM on each row's
 observed values), ``nan_policy='omit'`` (the complete rows only), and mean imputation
 (every NaN replaced by its column's mean of the observed values, then
 ``nan_policy='raise'``). Quality: the rows used; the error of the fitted means (fitted
@@ -152,22 +152,25 @@ def mean_error(fitted: np.ndarray, true: np.ndarray, std: float) -> float:
     return float(cost[rows, cols].mean() / std)
 
 
-def fit(X: np.ndarray, nan_policy: str, **params):
-    """A K=5 full-covariance daskgmm fit of ``X`` (one initialisation, seed 0)."""
+def fit(X: np.ndarray, nan_policy: str, n_init: int = 1, **params):
+    """A K=5 full-covariance daskgmm fit of ``X`` (seed 0)."""
     from daskgmm import GaussianMixture
 
     kwargs = dict(
-        n_components=K, covariance_type="full", random_state=0, n_init=1, **params
+        n_components=K, covariance_type="full", random_state=0, n_init=n_init, **params
     )
     return GaussianMixture(nan_policy=nan_policy, **kwargs).fit(X)
 
 
-def fit_method(X: np.ndarray, method: str, max_iter: int, tol: float):
-    """The fit of ``X`` (with NaN) by ``method`` (one of ``METHODS``) and the
-    number of rows it used."""
+def fit_method(X: np.ndarray, method: str, **params):
+    """The fit of ``X`` (with NaN) by ``method`` (one of ``METHODS``, or
+    ``"complete data"`` for ``X`` without NaN) and the number of rows it used;
+    ``params`` go to :func:`fit`."""
+    if method == "complete data":
+        return fit(X, "raise", **params), len(X)
     if method == "mean imputation":
-        return fit(mean_imputed(X), "raise", max_iter=max_iter, tol=tol), len(X)
-    model = fit(X, method, max_iter=max_iter, tol=tol)
+        return fit(mean_imputed(X), "raise", **params), len(X)
+    model = fit(X, method, **params)
     return model, len(X) - int(model.n_omitted_)
 
 
@@ -244,6 +247,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-iter", type=int, default=200)
     parser.add_argument("--tol", type=float, default=1e-3)
+    parser.add_argument("--n-init", type=int, default=1)
     parser.add_argument(
         "--quick", action="store_true", help="n=20,000 and repeats=1 (a fast check)"
     )
@@ -261,10 +265,11 @@ def main() -> None:
     cost: list[dict[str, str]] = []
     for d in DIMS:
         mix = make_mixture(args.n, d)
-        for name, X in cases(mix):
+        params = dict(max_iter=args.max_iter, tol=args.tol, n_init=args.n_init)
+        for name, X in [("none", mix.X), *cases(mix)]:
             share = f"{np.isnan(X).mean():.1%}"
             incomplete = f"{np.isnan(X).any(axis=1).mean():.1%}"
-            for method in METHODS:
+            for method in ["complete data"] if name == "none" else METHODS:
                 row = {
                     "d": str(d),
                     "missing": name,
@@ -275,8 +280,8 @@ def main() -> None:
                 try:
                     with _common.threads():
                         seconds, (model, used) = _common.timed(
-                            lambda X=X, method=method: fit_method(
-                                X, method, args.max_iter, args.tol
+                            lambda X=X, method=method, params=params: fit_method(
+                                X, method, **params
                             )
                         )
                 except ValueError as error:
@@ -312,7 +317,8 @@ def main() -> None:
             )
 
     print(
-        f"## Quality (max_iter={args.max_iter}, tol={args.tol:g}; mean error in "
+        f"## Quality (max_iter={args.max_iter}, tol={args.tol:g}, "
+        f"n_init={args.n_init}; mean error in "
         "within-component σ; ARI of the complete original rows)"
     )
     print()

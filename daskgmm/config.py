@@ -297,6 +297,10 @@ class OutputConfig(_Block):
     labels: bool = True
     probabilities: bool = False
     log_densities: bool = False
+    # The rows with each missing value (NaN, a Parquet null) filled in by the model:
+    # its conditional expectation; and draws from its conditional distribution.
+    imputed: bool = False
+    imputation_draws: int = Field(default=0, ge=0, le=100)
     report: bool = False
     format: Literal["zarr", "parquet"] = "zarr"
     # Zarr outputs: zarr's default Zstandard, or 'fast' (raw floats, LZ4 labels).

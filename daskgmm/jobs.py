@@ -341,10 +341,12 @@ def write_predictions(model: Any, data: JobData, cfg: OutputConfig, where: str) 
         columns["proba"] = model.predict_proba(data.X)
     if cfg.log_densities:
         columns["log_density"] = model.score_samples(data.X)
+    columns.update(imputed_columns(model, data, cfg))
     if not columns:
         return {}
     if cfg.format == "parquet":
-        clash = sorted(set(data.passthrough) & {"label", "proba", "log_density"})
+        columns = parquet_columns(columns, data)
+        clash = sorted(set(data.passthrough) & set(columns))
         if clash:
             raise JobError(
                 f"data.id_columns {clash} have the names of prediction columns; "
@@ -357,6 +359,34 @@ def write_predictions(model: Any, data: JobData, cfg: OutputConfig, where: str) 
         compressors = "fast" if cfg.zarr_compression == "fast" else "auto"
         io.write_zarr(columns, path, compressors=compressors)
     return {"predictions": path}
+
+
+def imputed_columns(model: Any, data: JobData, cfg: OutputConfig) -> dict:
+    """``imputed`` (the conditional expectation of every missing value) and
+    ``imputed_draw_<i>`` (draws, seeded by ``model.random_state`` and ``i``):
+    (n_samples, n_features) arrays, when the job asks for them."""
+    columns = {}
+    if cfg.imputed:
+        columns["imputed"] = model.impute(data.X)
+    seed = 0 if model.random_state is None else int(model.random_state)
+    for i in range(cfg.imputation_draws):
+        draw = model.impute(data.X, draw=True, random_state=seed + i)
+        columns[f"imputed_draw_{i}"] = draw
+    return columns
+
+
+def parquet_columns(columns: dict, data: JobData) -> dict:
+    """The prediction columns of a Parquet output: imputed rows as one column per
+    feature, ``<name>_<feature>`` (the feature's name, or its index)."""
+    out = {}
+    for name, array in columns.items():
+        if not name.startswith("imputed"):
+            out[name] = array
+            continue
+        features = data.feature_names or [str(j) for j in range(array.shape[1])]
+        for j, feature in enumerate(features):
+            out[f"{name}_{feature}"] = array[:, j]
+    return out
 
 
 def sample_rows(X: da.Array, size: int, seed: int | None) -> np.ndarray:

@@ -260,6 +260,7 @@ def test_log1p_columns_with_missing_values_score_in_original_units():
 
 def test_missing_values_are_independent_of_chunking():
     import dask.array as da
+    import pandas as pd
 
     from daskgmm import GaussianMixture
 
@@ -271,6 +272,10 @@ def test_missing_values_are_independent_of_chunking():
     assert b.lower_bound_ == pytest.approx(a.lower_bound_, rel=1e-11)
     lazy = b.score_samples(da.from_array(X, chunks=(900, 3))).compute()
     assert_allclose(lazy, a.score_samples(X), rtol=1e-9)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    c = GaussianMixture(**kwargs).fit(frame)
+    assert_allclose(c.means_, a.means_, rtol=1e-9)
+    assert_allclose(c.impute(frame), a.impute(X), rtol=1e-9)
 
 
 def test_rows_without_an_observed_value_are_left_out_and_infinities_raise():
@@ -360,7 +365,7 @@ def test_scaling_moments_use_every_observed_value():
 MARGINALIZE_JOB = (
     "data: {source: parquet, path: t.parquet}\n"
     "model: {n_components: 3, nan_policy: marginalize, random_state: 0}\n"
-    "output: {directory: out, labels: true}\n"
+    "output: {directory: out, labels: true, imputed: true, imputation_draws: 2}\n"
     "cluster: {n_workers: 1}\n"
 )
 
@@ -399,6 +404,32 @@ def test_a_job_fits_a_table_with_nulls_on_its_observed_values(tmp_path):
     from sklearn.metrics import adjusted_rand_score
 
     assert adjusted_rand_score(got, gm.predict(X)) > 0.999
+    store = str(tmp_path / "out" / "predictions.zarr")
+    imputed = zarr.open_array(store + "/imputed")[:]
+    assert_allclose(imputed, gm.impute(X), rtol=1e-6, atol=1e-6)
+    draws = [zarr.open_array(f"{store}/imputed_draw_{i}")[:] for i in range(2)]
+    observed = ~np.isnan(X)
+    for draw in draws:
+        np.testing.assert_array_equal(draw[observed], X[observed])
+        assert not np.isnan(draw).any()
+    assert not np.array_equal(draws[0], draws[1])
+
+
+def test_a_parquet_output_has_one_imputed_column_per_feature(tmp_path):
+    import pandas as pd
+
+    from daskgmm import GaussianMixture
+    from tests.conftest import run_job
+
+    X = _missing_data(n=2000)
+    pd.DataFrame(X, columns=["a", "b", "c"]).to_parquet(tmp_path / "t.parquet")
+    job = MARGINALIZE_JOB.replace("imputation_draws: 2", "format: parquet")
+    result = run_job(tmp_path, job)
+    assert result.returncode == 0, result.stderr
+    out = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
+    assert list(out.columns) == ["label", "imputed_a", "imputed_b", "imputed_c"]
+    gm = GaussianMixture(3, nan_policy="marginalize", random_state=0).fit(X)
+    assert_allclose(out.iloc[:, 1:].to_numpy(), gm.impute(X), rtol=1e-6, atol=1e-6)
 
 
 def test_a_marginalizing_model_is_saved_and_loaded(tmp_path):
@@ -427,3 +458,25 @@ def test_a_bayesian_mixture_on_observed_values_keeps_the_components_it_needs():
     for mean in gm.means_:
         assert np.linalg.norm(kept - mean, axis=1).min() < 0.25  # std 2: approximate
     assert bgm.score(X) == pytest.approx(gm.score(X), abs=0.01)
+
+
+@pytest.mark.filterwarnings("ignore:Best performing initialization")
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
+def test_the_lower_bound_is_the_observed_log_likelihood_to_1e10(ctype, weighted):
+    """The lower bound of iteration n is the (weighted) mean log-likelihood of the
+    observed values under the parameters of iteration n - 1: scipy, row by row."""
+    from daskgmm import GaussianMixture
+
+    X = _missing_data(n=1500)
+    w = np.random.default_rng(5).uniform(0.2, 3.0, len(X)) if weighted else None
+    kwargs = dict(n_components=3, covariance_type=ctype, tol=0.0, random_state=0)
+    kwargs["nan_policy"] = "marginalize"
+    before = GaussianMixture(max_iter=4, **kwargs).fit(X, sample_weight=w)
+    after = GaussianMixture(max_iter=5, **kwargs).fit(X, sample_weight=w)
+    ref, _ = _observed_logpdf(
+        X, before.weights_, before.means_, before.covariances_, ctype
+    )
+    want = np.average(ref, weights=w)
+    assert after.lower_bounds_[:4] == before.lower_bounds_
+    assert after.lower_bound_ == pytest.approx(want, rel=1e-10, abs=0)
