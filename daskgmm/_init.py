@@ -31,7 +31,8 @@ class Sample:
     rows: np.ndarray  # (m, d) float64
     n_samples: int
     weights: np.ndarray | None = None  # (m,) row weights; None when unweighted
-    filled: bool = False  # missing values (NaN) filled in (nan_policy='marginalize')
+    # Where ``rows`` had missing values (filled in: nan_policy='marginalize').
+    missing: np.ndarray | None = None
 
 
 def sample_rate(size: int, n_samples: int | None) -> float:
@@ -133,28 +134,39 @@ def lloyd(
     max_iter: int = 300,
     tol: float = 1e-4,
     weights: np.ndarray | None = None,
+    missing: np.ndarray | None = None,
 ) -> np.ndarray:
     """Lloyd iterations of k-means on the rows ``S`` from ``centers``.
 
     Stops when the labels no longer change or the squared centre shift falls below
     ``tol`` times the mean feature variance (scikit-learn's tolerance). A centre that
     loses all its rows stays where it was. With ``weights`` the centres are weighted
-    means.
+    means. With ``missing`` (bool, the entries of ``S`` that were missing values,
+    filled in by the caller), each iteration fills them from the row's centre first:
+    k-means on the observed values (k-POD, Chi, Chi and Baraniuk 2016).
     """
     centers = centers.copy()
     threshold = tol * float(np.mean(np.var(S, axis=0)))
+    given = S
     sq_norms = np.einsum("ij,ij->i", S, S)
     labels = None
     k = centers.shape[0]
     for _ in range(max_iter):
+        if missing is not None and labels is not None:
+            S = np.where(missing, centers[labels], given)
+            sq_norms = np.einsum("ij,ij->i", S, S)
         d2 = (
             sq_norms[:, None]
             - 2.0 * (S @ centers.T)
             + np.einsum("ij,ij->i", centers, centers)
         )
         new_labels = d2.argmin(axis=1)
-        if labels is not None and np.array_equal(labels, new_labels):
-            break
+        if (
+            missing is None
+            and labels is not None
+            and np.array_equal(labels, new_labels)
+        ):
+            break  # (with missing values the filled-in values still move the centres)
         labels = new_labels
         counts = np.bincount(labels, weights=weights, minlength=k)
         sums = np.zeros_like(centers)
@@ -167,6 +179,17 @@ def lloyd(
         if shift <= threshold:
             break
     return centers
+
+
+def fill_from_centers(
+    rows: np.ndarray, missing: np.ndarray, centers: np.ndarray
+) -> np.ndarray:
+    """``rows`` with their missing entries (``missing``) taken from the centre
+    nearest on the observed values."""
+    d2 = np.stack(
+        [(np.where(missing, 0.0, rows - c) ** 2).sum(axis=1) for c in centers], axis=1
+    )
+    return np.where(missing, centers[d2.argmin(axis=1)], rows)
 
 
 def point_components(
@@ -256,7 +279,7 @@ def plan_initial(
                 plan,
                 params=point_components(seeds + center, covariance_type, reg_covar),
             )
-        centers = lloyd(centred, seeds, weights=w) + center
+        centers = lloyd(centred, seeds, weights=w, missing=sample.missing) + center
         return replace(
             plan,
             kernel=K.hard_assign_block,

@@ -25,6 +25,7 @@ import dask
 import numpy as np
 
 from daskgmm import _kernels as K
+from daskgmm import _missing as M
 from daskgmm import _preprocess as P
 from daskgmm import _variational as V
 from daskgmm._em import (
@@ -38,6 +39,7 @@ from daskgmm._em import (
 from daskgmm._init import (
     InitPlan,
     Sample,
+    fill_from_centers,
     plan_initial,
     plan_statistics,
     sample_from_result,
@@ -408,7 +410,7 @@ def _filled(sample: Sample) -> Sample:
     weights = np.ones(len(rows)) if sample.weights is None else sample.weights
     means = np.where(missing, 0.0, rows).T @ weights
     means = means / np.maximum((weights[:, None] * ~missing).sum(axis=0), 1e-300)
-    return replace(sample, rows=np.where(missing, means, rows), filled=True)
+    return replace(sample, rows=np.where(missing, means, rows), missing=missing)
 
 
 def _scaled_sample(sample: Sample, space: FitSpace, plan: FitPlan) -> Sample:
@@ -455,11 +457,6 @@ def _initialise(
                 raise
             out.error = str(exc)
     plans = [(out, p) for out, p in plans if out.error is None]
-    if space.passes.nan_policy == "marginalize":
-        # Rows with missing values: the initialisation works on the sample (with
-        # its missing values filled), not on a pass over the data (whose
-        # initialisation kernels would leave those rows out).
-        plans = [(out, _on_sample(p, samples[outcomes.index(out)])) for out, p in plans]
     bayesian = [o for o in outcomes if o.error is None and o.candidate.variational]
     center = _prior_center(space, outcomes, samples) if bayesian else None
     extra = [] if center is None else [_moments_call(center, space)]
@@ -496,12 +493,81 @@ def _initialise(
         out.runs.append(_new_run(cand, params, -np.inf, len(out.runs), rows))
 
 
-def _on_sample(plan: InitPlan, sample: Sample | None) -> InitPlan:
-    """``plan`` finished from the sample's rows instead of a pass over the data."""
-    if plan.kernel is None or sample is None or not sample.filled:
+# Complete rows of a sample (per component) enough to start k-means from them.
+COMPLETE_ROWS_PER_COMPONENT = 50
+
+
+def _missing_init_plan(
+    cand: Candidate, sample: Sample, rng: np.random.RandomState
+) -> InitPlan:
+    """The initialisation of a sample with missing values, finished on the sample.
+
+    k-means runs on the observed values (k-POD: the filled-in values follow the
+    centres); with complete rows enough, k-means on them alone is a second start,
+    and the start whose mixture gives the sample's observed values the higher
+    likelihood is kept (complete rows are the better start when values are
+    missing at random, all rows when whole groups of rows lose their values).
+    """
+
+    def plan(rows: Sample) -> InitPlan:
+        return _finish_on_sample(
+            plan_initial(
+                cand.init_params,
+                rows,
+                n_components=cand.n_components,
+                covariance_type=cand.covariance_type,
+                reg_covar=cand.reg_covar,
+                rng=rng,
+            ),
+            sample,
+        )
+
+    plans = [plan(sample)]
+    complete = ~sample.missing.any(axis=1)
+    enough = complete.sum() >= COMPLETE_ROWS_PER_COMPONENT * cand.n_components
+    if cand.init_params == "kmeans" and enough:
+        weights = None if sample.weights is None else sample.weights[complete]
+        rows = replace(
+            sample, rows=sample.rows[complete], weights=weights, missing=None
+        )
+        plans.append(plan(rows))
+    if len(plans) == 1:
+        return plans[0]
+    scores = [_sample_loglik(p.params, cand.covariance_type, sample) for p in plans]
+    return plans[int(np.argmax(scores))]
+
+
+def _finish_on_sample(plan: InitPlan, sample: Sample) -> InitPlan:
+    """``plan`` finished from the sample's rows (missing values filled from the
+    nearest k-means centre) instead of a pass over the data."""
+    if plan.kernel is None:
         return plan
-    stats = plan.kernel(sample.rows, plan.kernel_params, 0, sample.weights)
+    rows = sample.rows
+    if plan.kernel is K.hard_assign_block:
+        rows = fill_from_centers(rows, sample.missing, plan.kernel_params[0])
+    stats = plan.kernel(rows, plan.kernel_params, 0, sample.weights)
     return replace(plan, params=plan.finish(stats), kernel=None, kernel_params=None)
+
+
+def _sample_loglik(params: tuple, covariance_type: str, sample: Sample) -> float:
+    """Mean log-likelihood of the sample's observed values under ``params``
+    (weights, means, covariances); -inf when they are not a valid mixture."""
+    weights, means, covariances = params
+    rows = np.where(sample.missing, np.nan, sample.rows)
+    try:
+        chol = K.precision_cholesky_from_covariances(covariances, covariance_type)
+        kp = K.prepare(weights, means, chol, covariance_type)
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(weights)
+        mp = M.missing_params(kp, K.estep_block, means, covariances, log_weights)
+        lse, _ = M.missing_loglik(rows, mp)
+    except (np.linalg.LinAlgError, ValueError):
+        return -np.inf
+    ok = np.isfinite(lse)
+    if not ok.any():
+        return -np.inf
+    w = None if sample.weights is None else sample.weights[ok]
+    return float(np.average(lse[ok], weights=w))
 
 
 def _prior_center(
@@ -579,6 +645,8 @@ def _init_plan(
     """The initialisation of one restart (all ``*_init`` given: no sample)."""
     if sample is None:
         return InitPlan(cand.covariance_type, cand.reg_covar, params=(None,) * 3)
+    if sample.missing is not None:
+        return _missing_init_plan(cand, sample, rng)
     return plan_initial(
         cand.init_params,
         sample,

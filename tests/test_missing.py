@@ -448,16 +448,24 @@ def test_a_marginalizing_model_is_saved_and_loaded(tmp_path):
 def test_a_bayesian_mixture_on_observed_values_keeps_the_components_it_needs():
     from daskgmm import BayesianGaussianMixture, GaussianMixture
 
-    X = _missing_data(n=4000)
+    _, means, _ = _mixture("full", k=3, d=3, seed=3)
+    means = 100.0 + 3.0 * (means - 100.0)  # well apart: the approximation is close
+    X = _rows(means, n=4000, share=0.25, seed=4)
     bgm = BayesianGaussianMixture(
         n_components=8, nan_policy="marginalize", random_state=0, max_iter=500
     ).fit(X)
     assert (bgm.weights_ > 0.02).sum() == 3
     gm = GaussianMixture(3, nan_policy="marginalize", random_state=0).fit(X)
     kept = bgm.means_[bgm.weights_ > 0.02]
-    for mean in gm.means_:
-        assert np.linalg.norm(kept - mean, axis=1).min() < 0.25  # std 2: approximate
+    for mean, true in zip(gm.means_, means[_nearest(gm.means_, means)], strict=True):
+        assert np.linalg.norm(kept - mean, axis=1).min() < 0.1  # noise std 2
+        assert np.linalg.norm(true - mean) < 0.25
     assert bgm.score(X) == pytest.approx(gm.score(X), abs=0.01)
+
+
+def _nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each row of ``a``, the index of the nearest row of ``b``."""
+    return np.linalg.norm(a[:, None] - b[None], axis=2).argmin(axis=1)
 
 
 @pytest.mark.filterwarnings("ignore:Best performing initialization")
@@ -480,3 +488,43 @@ def test_the_lower_bound_is_the_observed_log_likelihood_to_1e10(ctype, weighted)
     want = np.average(ref, weights=w)
     assert after.lower_bounds_[:4] == before.lower_bounds_
     assert after.lower_bound_ == pytest.approx(want, rel=1e-10, abs=0)
+
+
+@pytest.mark.parametrize("share", [0.3, 0.5])
+def test_without_complete_rows_the_clusters_are_still_found(share):
+    """16 features, 30% or 50% of the values missing: almost no complete row, so
+    the start is k-means on the observed values (k-POD)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from daskgmm import GaussianMixture
+
+    rng = np.random.default_rng(11)
+    d, k, n = 16, 4, 4000
+    centres = rng.normal(scale=4.0, size=(k, d))
+    truth = rng.integers(0, k, n)
+    full = centres[truth] + rng.normal(size=(n, d))
+    X = full.copy()
+    X[rng.random(X.shape) < share] = np.nan
+    assert (~np.isnan(X).any(axis=1)).sum() < 0.01 * n
+    gm = GaussianMixture(k, nan_policy="marginalize", random_state=0).fit(X)
+    assert adjusted_rand_score(truth, gm.predict(full)) == 1.0
+    # Each cluster's mean of its observed values (no correlation within a cluster:
+    # the maximum-likelihood means are close to them).
+    observed_means = np.array([np.nanmean(X[truth == j], axis=0) for j in range(k)])
+    error = gm.means_ - observed_means[_nearest(gm.means_, centres)]
+    assert np.abs(error).max() < 0.03  # σ = 1 per feature; ~1000 rows a cluster
+
+
+def test_k_pod_fills_missing_values_from_the_centres():
+    from daskgmm._init import fill_from_centers, lloyd
+
+    rows = np.array([[0.0, 0.0], [0.2, 0.0], [10.0, 10.0], [10.2, 10.0], [0.1, 5.0]])
+    missing = np.zeros_like(rows, dtype=bool)
+    missing[4, 1] = True  # (0.1, ?) belongs with the first two
+    centres = np.array([[0.0, 0.0], [10.0, 10.0]])
+    got = lloyd(rows, centres, missing=missing)
+    assert_allclose(got, [[0.1, 0.0], [10.1, 10.0]], atol=0.05)  # to k-means tol
+    # Without the mask the made-up 5.0 pulls the first centre.
+    assert lloyd(rows, centres)[0, 1] == pytest.approx(5.0 / 3)
+    filled = fill_from_centers(rows, missing, got)
+    assert_allclose(filled[4], [0.1, 0.0], atol=0.05)
