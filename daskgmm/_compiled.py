@@ -1380,3 +1380,188 @@ def loglik_block(
     log-densities, rows and total weight of a block (no statistics)."""
     stats = _run(X, kp, block_index, weights, _LOGLIK)
     return {key: stats[key] for key in _LOGLIK_KEYS}
+
+
+###############################################################################
+# Rows with missing values (nan_policy='marginalize')
+
+
+@_jit
+def _missing_rows(
+    X, w, means, precs, whiteners, log_det, log_weights, shifts, diag, nk, s1, s2
+):
+    """:func:`daskgmm._missing.estep_missing_block`'s statistics of rows that
+    each miss some values (NaN), row by row; returns the weighted log-likelihood.
+
+    Per row and component, with ``D = x − μ`` (missing entries as 0): ``r_m =
+    P_m· D``, ``|A D|²`` (``P = AᵀA``, ``A`` lower triangular), the Cholesky factor
+    ``L`` of the missing block ``P_mm``, ``t = P_mm⁻¹ r_m``, the log-density
+    ``log π + ½ log det P − log det L − d_o/2 log 2π − ½ (|A D|² − |L⁻¹ r_m|²)``
+    and ``x̂_m = μ_m − t``; then, with the responsibilities, ``nk``, ``s1`` and the
+    lower triangle of ``s2`` (its diagonal only, in ``s2[k, 0]``, when ``diag``)
+    with the conditional covariance ``P_mm⁻¹ = L⁻ᵀ L⁻¹``. Responsibilities below
+    ``1e-18`` of the row's weight add nothing (a relative change below rounding).
+    """
+    n, d = X.shape
+    k_count = means.shape[0]
+    log_2pi = 1.8378770664093453
+    idx = np.empty(d, dtype=np.int64)
+    diff = np.empty(d)
+    r = np.empty(d)
+    t = np.empty(d)
+    e = np.empty(d)
+    lp = np.empty(k_count)
+    xhat = np.empty((k_count, d))
+    chol = np.zeros((k_count, d, d))
+    inv = np.zeros((d, d))
+    loglik = 0.0
+    for i in range(n):
+        m = 0
+        for j in range(d):
+            if X[i, j] != X[i, j]:
+                idx[m] = j
+                m += 1
+        n_obs = d - m
+        for k in range(k_count):
+            for j in range(d):
+                v = X[i, j]
+                diff[j] = 0.0 if v != v else v - means[k, j]
+            quad = 0.0
+            for a in range(d):
+                acc = 0.0
+                for b in range(a + 1):
+                    acc += whiteners[k, a, b] * diff[b]
+                quad += acc * acc
+            for a in range(m):
+                acc = 0.0
+                for b in range(d):
+                    acc += precs[k, idx[a], b] * diff[b]
+                r[a] = acc
+            half_log_det = 0.0
+            for a in range(m):
+                for b in range(a + 1):
+                    s = precs[k, idx[a], idx[b]]
+                    for c in range(b):
+                        s -= chol[k, a, c] * chol[k, b, c]
+                    if a == b:
+                        chol[k, a, a] = np.sqrt(s)
+                        half_log_det += np.log(chol[k, a, a])
+                    else:
+                        chol[k, a, b] = s / chol[k, b, b]
+            correction = 0.0
+            for a in range(m):
+                s = r[a]
+                for c in range(a):
+                    s -= chol[k, a, c] * t[c]
+                t[a] = s / chol[k, a, a]
+                correction += t[a] * t[a]
+            for a in range(m - 1, -1, -1):
+                s = t[a]
+                for c in range(a + 1, m):
+                    s -= chol[k, c, a] * t[c]
+                t[a] = s / chol[k, a, a]
+            for j in range(d):
+                xhat[k, j] = X[i, j]
+            for a in range(m):
+                xhat[k, idx[a]] = means[k, idx[a]] - t[a]
+            lp[k] = (
+                log_weights[k]
+                - 0.5 * n_obs * log_2pi
+                + 0.5 * log_det[k]
+                - half_log_det
+                - 0.5 * (quad - correction)
+            )
+        top = lp[0]
+        for k in range(1, k_count):
+            top = max(top, lp[k])
+        total = 0.0
+        for k in range(k_count):
+            total += np.exp(lp[k] - top)
+        lse = top + np.log(total)
+        wi = w[i]
+        loglik += wi * lse
+        for k in range(k_count):
+            g = np.exp(lp[k] - lse)
+            if g < 1e-18:
+                continue
+            g *= wi
+            nk[k] += g
+            for j in range(d):
+                e[j] = xhat[k, j] - shifts[k, j]
+                s1[k, j] += g * e[j]
+            if diag:
+                for j in range(d):
+                    s2[k, 0, j] += g * e[j] * e[j]
+            else:
+                for a in range(d):
+                    ga = g * e[a]
+                    for b in range(a + 1):
+                        s2[k, a, b] += ga * e[b]
+            # L⁻¹ (lower triangular), then C = L⁻ᵀ L⁻¹ into the missing block.
+            for a in range(m):
+                inv[a, a] = 1.0 / chol[k, a, a]
+                for b in range(a):
+                    s = 0.0
+                    for c in range(b, a):
+                        s += chol[k, a, c] * inv[c, b]
+                    inv[a, b] = -s / chol[k, a, a]
+            for a in range(m):
+                for b in range(a + 1):
+                    if diag and a != b:
+                        continue
+                    s = 0.0
+                    for c in range(a, m):
+                        s += inv[c, a] * inv[c, b]
+                    if diag:
+                        s2[k, 0, idx[a]] += g * s
+                    else:
+                        s2[k, idx[a], idx[b]] += g * s
+    return loglik
+
+
+def missing_rows_statistics(
+    X: np.ndarray,
+    weights: np.ndarray | None,
+    means: np.ndarray,
+    precisions: np.ndarray,
+    whiteners: np.ndarray,
+    log_det_precisions: np.ndarray,
+    log_weights: np.ndarray,
+    shifts: np.ndarray,
+    covariance_type: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """``nk``, ``s1``, ``s2`` (of ``covariance_type``) and the weighted
+    log-likelihood of rows that each miss some values (none all-NaN or infinite):
+    the compiled twin of the statistics of :mod:`daskgmm._missing`."""
+    if not available():
+        raise RuntimeError("the compiled kernels need numba (pip install numba)")
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    n, d = X.shape
+    k = means.shape[0]
+    w = np.ones(n) if weights is None else np.ascontiguousarray(weights, np.float64)
+    diag = covariance_type in ("diag", "spherical")
+    nk = np.zeros(k)
+    s1 = np.zeros((k, d))
+    s2 = np.zeros((k, 1 if diag else d, d))
+    loglik = _missing_rows(
+        X,
+        w,
+        np.ascontiguousarray(means, dtype=np.float64),
+        np.ascontiguousarray(precisions, dtype=np.float64),
+        np.ascontiguousarray(whiteners, dtype=np.float64),
+        np.ascontiguousarray(log_det_precisions, dtype=np.float64),
+        np.ascontiguousarray(log_weights, dtype=np.float64),
+        np.ascontiguousarray(shifts, dtype=np.float64),
+        diag,
+        nk,
+        s1,
+        s2,
+    )
+    if diag:
+        s2 = s2[:, 0]
+    else:
+        lower = np.tril(s2)
+        s2 = lower + np.swapaxes(np.tril(s2, -1), 1, 2)
+        if covariance_type == "tied":
+            s2 = s2.sum(axis=0)
+    return nk, s1, s2, float(loglik)

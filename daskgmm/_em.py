@@ -216,7 +216,10 @@ class DataPasses:
         kp = run.kernel_params(about=about)
         if self.nan_policy != "marginalize":
             return self.estep, kp, K.combine_stats
-        params = M.missing_params(kp, self.estep, *run.density_params())
+        compiled = (
+            None if self.estep is K.estep_block else _compiled.missing_rows_statistics
+        )
+        params = M.missing_params(kp, self.estep, *run.density_params(), compiled)
         return M.estep_missing_block, params, K.combine_stats
 
     def twin(self, kernel: Callable) -> Callable:

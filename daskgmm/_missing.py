@@ -56,6 +56,12 @@ class MissingParams:
     precisions : ndarray of shape (K, d, d)
     log_det_precisions : ndarray of shape (K,)
         ``Σ_k⁻¹`` and ``log det Σ_k⁻¹``.
+    whiteners : ndarray of shape (K, d, d)
+        Lower triangular ``A_k`` with ``Σ_k⁻¹ = A_kᵀ A_k`` (the inverse Cholesky
+        factor of ``Σ_k``).
+    compiled_rows : callable or None
+        The compiled statistics of the rows with missing values
+        (``daskgmm._compiled.missing_rows_statistics``), or None for NumPy.
     """
 
     kp: K.KernelParams
@@ -66,6 +72,8 @@ class MissingParams:
     shifts: np.ndarray
     precisions: np.ndarray
     log_det_precisions: np.ndarray
+    whiteners: np.ndarray
+    compiled_rows: Callable | None = None
 
     @property
     def covariance_type(self) -> str:
@@ -92,9 +100,11 @@ def missing_params(
     means: np.ndarray,
     covariances: np.ndarray,
     log_weights: np.ndarray,
+    compiled_rows: Callable | None = None,
 ) -> MissingParams:
     """The marginalising E-step's parameters of the mixture of ``kp`` (whose
-    statistics it accumulates about ``kp``'s shifts)."""
+    statistics it accumulates about ``kp``'s shifts); ``compiled_rows`` computes
+    the statistics of the rows with missing values (else NumPy)."""
     k, d = kp.n_components, kp.n_features
     full = np.ascontiguousarray(full_covariances(covariances, kp.covariance_type, k, d))
     chol = np.linalg.cholesky(full)
@@ -108,6 +118,8 @@ def missing_params(
         kp.center + kp.shifts,
         np.swapaxes(inv_chol, 1, 2) @ inv_chol,
         -2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1),
+        np.ascontiguousarray(np.tril(inv_chol)),
+        compiled_rows,
     )
 
 
@@ -271,6 +283,104 @@ def _note_rows(stats: dict, rows: np.ndarray, key: str, block_index: int) -> Non
             stats[f"first_{key}"] = (block_index, int(np.flatnonzero(rows)[0]))
 
 
+###############################################################################
+# Frequent patterns: the complete-data kernel on the observed features
+#
+# Under component k the completed row is affine in the observed values,
+# x̂ = J_k x_o + c_k (J_k: the identity on o, B_k = Σ_mo Σ_oo⁻¹ on m; c_k: 0 on o,
+# μ_m − B_k μ_o on m), so the statistics of rows sharing a pattern follow from the
+# complete-data kernel run on their observed features with the marginal mixture
+# (μ_o, Σ_oo): with its statistics N, S1, S2 about a_k and δ = J a_k + c_k − s_k,
+#
+#     Σ γ (x̂ − s) = J S1 + N δ
+#     Σ γ ((x̂ − s)(x̂ − s)ᵀ + C) = J S2 Jᵀ + (J S1) δᵀ + δ (J S1)ᵀ + N δδᵀ + N C.
+
+# Rows of one pattern in a block from which it goes through the complete-data kernel.
+PATTERN_KERNEL_ROWS = 256
+
+
+def _frequent_patterns(
+    missing: np.ndarray, rows: np.ndarray
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """The patterns of ``PATTERN_KERNEL_ROWS`` rows or more (their rows of the
+    block, and the observed features), and the other rows."""
+    d = missing.shape[1]
+    if d > 62 or rows.size < PATTERN_KERNEL_ROWS:
+        return [], rows
+    keys = missing @ (np.int64(1) << np.arange(d, dtype=np.int64))
+    _, first, index, counts = np.unique(
+        keys, return_index=True, return_inverse=True, return_counts=True
+    )
+    index = index.reshape(-1)
+    big = np.flatnonzero(counts >= PATTERN_KERNEL_ROWS)
+    if not big.size:
+        return [], rows
+    frequent = [(rows[index == p], ~missing[first[p]]) for p in big]
+    return frequent, rows[~np.isin(index, big)]
+
+
+def _pattern_statistics(
+    X: np.ndarray,
+    weights: np.ndarray | None,
+    observed: np.ndarray,
+    mp: MissingParams,
+    block_index: int,
+) -> dict:
+    """Statistics of rows with the same observed features ``observed``: the
+    complete-data kernel on those features, mapped to every feature."""
+    o = np.flatnonzero(observed)
+    m = np.flatnonzero(~observed)
+    ctype = mp.covariance_type
+    sub = "diag" if ctype in ("diag", "spherical") else "full"
+    cov_oo = mp.covariances[:, o][:, :, o]
+    cov_sub = np.diagonal(cov_oo, axis1=1, axis2=2) if sub == "diag" else cov_oo
+    chol = K.precision_cholesky_from_covariances(cov_sub, sub)
+    weights_k = np.exp(mp.log_weights - mp.log_weights.max())
+    kp = K.prepare(
+        weights_k / weights_k.sum(),
+        mp.means[:, o],
+        chol,
+        sub,
+        log_weights=mp.log_weights,
+    )
+    st = mp.complete(np.ascontiguousarray(X[:, o]), kp, block_index, weights)
+    about = kp.center + kp.shifts
+    k, d = mp.means.shape
+    out = K.empty_stats(k, d, ctype)
+    for key in ("loglik", "n", "w", "n_bad", "n_bad_weights", "first_bad"):
+        out[key] = st[key]
+    out["nk"] = st["nk"].copy()
+    for j in range(k):
+        cov = mp.covariances[j]
+        regression = np.linalg.solve(cov[np.ix_(o, o)], cov[np.ix_(o, m)]).T
+        J = np.zeros((d, o.size))
+        J[o, np.arange(o.size)] = 1.0
+        J[m] = regression
+        offset = np.zeros(d)
+        offset[m] = mp.means[j, m] - regression @ mp.means[j, o]
+        delta = J @ about[j] + offset - mp.shifts[j]
+        n = st["nk"][j]
+        first = J @ st["s1"][j]
+        out["s1"][j] = first + n * delta
+        conditional = cov[np.ix_(m, m)] - regression @ cov[np.ix_(o, m)]
+        if sub == "diag":
+            second = np.zeros(d)
+            second[o] = st["s2"][j]
+            second += 2.0 * first * delta + n * delta**2
+            second[m] += n * np.diagonal(conditional)
+            out["s2"][j] = second
+            continue
+        second = J @ st["s2"][j] @ J.T
+        cross = np.outer(first, delta)
+        second += cross + cross.T + n * np.outer(delta, delta)
+        second[np.ix_(m, m)] += n * conditional
+        if ctype == "tied":
+            out["s2"] += second
+        else:
+            out["s2"][j] = second
+    return out
+
+
 @K.quiet
 def estep_missing_block(
     X: np.ndarray,
@@ -291,14 +401,35 @@ def estep_missing_block(
     if complete.all():
         return mp.complete(X, mp.kp, block_index, weights)
     w = None if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
-    stats = mp.complete(
-        X[complete], mp.kp, block_index, None if w is None else w[complete]
-    )
-    extra = K.empty_stats(mp.kp.n_components, X.shape[1], mp.covariance_type)
+    parts = [
+        mp.complete(X[complete], mp.kp, block_index, None if w is None else w[complete])
+    ]
     rows = np.flatnonzero(partial)
+    frequent, rows = _frequent_patterns(np.isnan(X[rows]), rows)
+    for pattern_rows, observed in frequent:
+        wr = None if w is None else w[pattern_rows]
+        parts.append(
+            _pattern_statistics(X[pattern_rows], wr, observed, mp, block_index)
+        )
+    extra = K.empty_stats(mp.kp.n_components, X.shape[1], mp.covariance_type)
     wp = K.row_weights(None if w is None else w[rows], rows.size, extra)
     extra["n"] = rows.size + int(empty.sum() + inf.sum())
-    if rows.size:
+    if rows.size and mp.compiled_rows is not None:
+        nk, s1, s2, extra["loglik"] = mp.compiled_rows(
+            X[rows],
+            wp,
+            mp.means,
+            mp.precisions,
+            mp.whiteners,
+            mp.log_det_precisions,
+            mp.log_weights,
+            mp.shifts,
+            mp.covariance_type,
+        )
+        extra["nk"] += nk
+        extra["s1"] += s1
+        extra["s2"] += s2
+    elif rows.size:
         marg = _marginal_rows(np.asarray(X[rows], dtype=np.float64), mp)
         lse, _ = K.normalize_in_place(marg.lp)  # now the responsibilities
         if wp is not None:
@@ -307,7 +438,7 @@ def estep_missing_block(
         _accumulate(extra, marg.lp, marg, mp)
     _note_rows(extra, empty, "bad", block_index)
     _note_rows(extra, inf, "inf", block_index)
-    return K.combine_stats(stats, extra)
+    return K.combine_stats(*parts, extra)
 
 
 @K.quiet

@@ -49,9 +49,11 @@ def _rows(means, n: int = 400, share: float = 0.3, seed: int = 1) -> np.ndarray:
 
 
 def _params(weights, means, cov, ctype, kernel=K.estep_block):
+    """NumPy, or with ``kernel`` compiled the compiled kernels throughout."""
     chol = K.precision_cholesky_from_covariances(cov, ctype)
     kp = K.prepare(weights, means, chol, ctype)
-    return missing_params(kp, kernel, means, cov, np.log(weights))
+    rows = None if kernel is K.estep_block else _compiled.missing_rows_statistics
+    return missing_params(kp, kernel, means, cov, np.log(weights), rows)
 
 
 def _reference(X, weights, means, cov, ctype, shifts, w=None):
@@ -97,17 +99,23 @@ def _reference(X, weights, means, cov, ctype, shifts, w=None):
 
 
 @pytest.mark.parametrize("compiled", [False, True])
-@pytest.mark.parametrize("by_pattern", [False, True])
+@pytest.mark.parametrize("route", ["kernel", "pattern", "count"])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
 def test_statistics_equal_a_row_by_row_reference(
-    ctype, weighted, compiled, by_pattern, monkeypatch
+    ctype, weighted, compiled, route, monkeypatch
 ):
     if compiled and not _compiled.available():
         pytest.skip("numba is not installed")
-    # Rows grouped by pattern (factorised once per pattern) or by their number of
-    # missing values (factorised row by row in batches).
-    monkeypatch.setattr(_missing, "_ROWS_PER_PATTERN", 1 if by_pattern else 10**9)
+    # Each pattern through the complete-data kernel on its observed features
+    # ("kernel"); or row by row (compiled), or in NumPy grouped by pattern
+    # (factorised once per pattern) or by their number of missing values
+    # (factorised row by row in batches).
+    kernel_rows = 1 if route == "kernel" else 10**9
+    monkeypatch.setattr(_missing, "PATTERN_KERNEL_ROWS", kernel_rows)
+    monkeypatch.setattr(
+        _missing, "_ROWS_PER_PATTERN", 1 if route == "pattern" else 10**9
+    )
     weights, means, cov = _mixture(ctype)
     X = _rows(means)
     w = np.random.default_rng(3).uniform(0.5, 2.0, len(X)) if weighted else None
@@ -120,6 +128,26 @@ def test_statistics_equal_a_row_by_row_reference(
     assert_allclose(got["loglik"], want["loglik"], rtol=1e-12)
     assert got["n"] == len(X) and got["n_bad"] == 0
     assert_allclose(got["w"], len(X) if w is None else w.sum(), rtol=1e-13)
+
+
+@pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
+def test_the_compiled_statistics_equal_numpys(ctype, monkeypatch):
+    if not _compiled.available():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(_missing, "PATTERN_KERNEL_ROWS", 10**9)  # every row its own
+    rng = np.random.default_rng(8)
+    weights, means, cov = _mixture(ctype, k=4, d=12, seed=2)
+    X = means[rng.integers(0, 4, 3000)] + rng.normal(scale=2.0, size=(3000, 12))
+    X[rng.random(X.shape) < 0.3] = np.nan  # thousands of patterns
+    w = rng.uniform(0.2, 3.0, len(X))
+    numpy = estep_missing_block(X, _params(weights, means, cov, ctype), 1, w)
+    compiled = _params(weights, means, cov, ctype, _compiled.estep_block)
+    got = estep_missing_block(X, compiled, 1, w)
+    for key in ("nk", "s1", "s2"):
+        scale = np.abs(numpy[key]).max()
+        assert_allclose(got[key], numpy[key], rtol=0, atol=1e-12 * scale, err_msg=key)
+    assert got["loglik"] == pytest.approx(numpy["loglik"], rel=1e-13)
+    assert (got["n"], got["w"]) == (numpy["n"], numpy["w"])
 
 
 def test_a_block_without_missing_values_is_the_complete_data_kernels():
