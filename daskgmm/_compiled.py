@@ -1565,3 +1565,319 @@ def missing_rows_statistics(
         if covariance_type == "tied":
             s2 = s2.sum(axis=0)
     return nk, s1, s2, float(loglik)
+
+
+@_jit
+def _row_codes(X, codes) -> None:
+    """Per row, the bits of its missing (NaN) features (at most 62 features), or
+    -1 when it holds an infinite value."""
+    n, d = X.shape
+    for i in range(n):
+        code = 0
+        infinite = False
+        for j in range(d):  # without branches: vectorised
+            v = X[i, j]
+            code |= np.int64(v != v) << j
+            infinite |= abs(v) == np.inf
+        codes[i] = -1 if infinite else code
+
+
+def row_codes(X: np.ndarray) -> np.ndarray:
+    """The missing-value pattern of each row of ``X`` (at most 62 features): bit
+    ``j`` set when feature ``j`` is NaN; 0 for a complete row, -1 for a row with
+    an infinite value."""
+    X = np.asarray(X)
+    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+    X = np.ascontiguousarray(X, dtype=dtype)
+    codes = np.empty(X.shape[0], dtype=np.int64)
+    _row_codes(X, codes)
+    return codes
+
+
+@_jit
+def _marginal_factor(cov, o, n_obs, shifts_k, diag, coef_k, ps_k) -> float:
+    """The precision Cholesky factor ``U`` of ``cov[o, o]`` (``U Uᵀ = Σ_oo⁻¹``,
+    upper triangular), placed at the observed features ``o`` of ``coef_k`` (zeros
+    elsewhere; a diagonal in ``coef_k[0]`` when ``diag``), ``ps_k = Uᵀ shift_o``;
+    returns ``log det U``."""
+    log_det = 0.0
+    if diag:
+        for a in range(n_obs):
+            u = 1.0 / np.sqrt(cov[o[a], o[a]])
+            coef_k[0, o[a]] = u
+            ps_k[o[a]] = shifts_k[o[a]] * u
+            log_det += np.log(u)
+        return log_det
+    low = np.zeros((n_obs, n_obs))  # Σ_oo = L Lᵀ
+    for a in range(n_obs):
+        for b in range(a + 1):
+            s = cov[o[a], o[b]]
+            for c in range(b):
+                s -= low[a, c] * low[b, c]
+            low[a, b] = np.sqrt(s) if a == b else s / low[b, b]
+    inv = np.zeros((n_obs, n_obs))  # L⁻¹, lower; U = L⁻ᵀ
+    for a in range(n_obs):
+        inv[a, a] = 1.0 / low[a, a]
+        log_det += np.log(inv[a, a])
+        for b in range(a):
+            s = 0.0
+            for c in range(b, a):
+                s += low[a, c] * inv[c, b]
+            inv[a, b] = -s / low[a, a]
+    for a in range(n_obs):
+        for b in range(a, n_obs):
+            coef_k[o[a], o[b]] = inv[b, a]
+    for b in range(n_obs):
+        s = 0.0
+        for a in range(b + 1):
+            s += shifts_k[o[a]] * inv[b, a]
+        ps_k[o[b]] = s
+    return log_det
+
+
+@_jit
+def _map_pattern(cov, mean, about, o, n_obs, mi, n_mis, diag, n, t1, t2, s1, s2):
+    """Add the statistics ``n``, ``t1``, ``t2`` of one component over rows
+    sharing a pattern (about ``about`` on the observed features ``o``) mapped to
+    every feature, with the missing ones completed: ``x̂_m = μ_m + B (x_o − μ_o)``,
+    ``B = Σ_mo Σ_oo⁻¹``, and the conditional covariance ``Σ_mm − B Σ_om``; into
+    ``s1`` (d,) and ``s2`` (d, d), or its diagonal ``s2[0]`` when ``diag``; the
+    statistics are about ``about``."""
+    d = s1.shape[0]
+    delta = np.zeros(d)  # x̂ of the row ``about``'s observed values, minus ``about``
+    first = np.zeros(d)
+    for a in range(n_obs):
+        first[o[a]] = t1[o[a]]
+    if diag:
+        for a in range(n_mis):
+            j = mi[a]
+            delta[j] = mean[j] - about[j]
+        for j in range(d):
+            s1[j] += first[j] + n * delta[j]
+        for a in range(n_obs):
+            j = o[a]
+            s2[0, j] += t2[0, j] + 2.0 * first[j] * delta[j] + n * delta[j] ** 2
+        for a in range(n_mis):
+            j = mi[a]
+            s2[0, j] += n * (delta[j] ** 2 + cov[j, j])
+        return
+    # B by the Cholesky factor of Σ_oo.
+    low = np.zeros((n_obs, n_obs))
+    for a in range(n_obs):
+        for b in range(a + 1):
+            s = cov[o[a], o[b]]
+            for c in range(b):
+                s -= low[a, c] * low[b, c]
+            low[a, b] = np.sqrt(s) if a == b else s / low[b, b]
+    reg = np.zeros((n_mis, n_obs))
+    for r in range(n_mis):
+        y = np.zeros(n_obs)
+        for a in range(n_obs):
+            s = cov[mi[r], o[a]]
+            for c in range(a):
+                s -= low[a, c] * y[c]
+            y[a] = s / low[a, a]
+        for a in range(n_obs - 1, -1, -1):
+            s = y[a]
+            for c in range(a + 1, n_obs):
+                s -= low[c, a] * reg[r, c]
+            reg[r, a] = s / low[a, a]
+    for r in range(n_mis):
+        j = mi[r]
+        s = mean[j] - about[j]
+        f = 0.0
+        for a in range(n_obs):
+            s += reg[r, a] * (about[o[a]] - mean[o[a]])
+            f += reg[r, a] * t1[o[a]]
+        delta[j] = s
+        first[j] = f
+    for j in range(d):
+        s1[j] += first[j] + n * delta[j]
+    # J t2 Jᵀ: t2 on (o, o), B t2 on (m, o), B t2 Bᵀ on (m, m).
+    bt = np.zeros((n_mis, n_obs))
+    for r in range(n_mis):
+        for b in range(n_obs):
+            s = 0.0
+            for a in range(n_obs):
+                s += reg[r, a] * t2[o[a], o[b]]
+            bt[r, b] = s
+    for a in range(n_obs):
+        for b in range(n_obs):
+            s2[o[a], o[b]] += t2[o[a], o[b]]
+    for r in range(n_mis):
+        for b in range(n_obs):
+            s2[mi[r], o[b]] += bt[r, b]
+            s2[o[b], mi[r]] += bt[r, b]
+        for q in range(n_mis):
+            s = 0.0
+            c = cov[mi[r], mi[q]]
+            for a in range(n_obs):
+                s += bt[r, a] * reg[q, a]
+                c -= reg[r, a] * cov[o[a], mi[q]]
+            s2[mi[r], mi[q]] += s + n * c
+    for i in range(d):
+        for j in range(d):
+            s2[i, j] += (
+                first[i] * delta[j] + delta[i] * first[j] + n * delta[i] * delta[j]
+            )
+
+
+# Rows of a pattern from which its moments go to per-lane accumulators (when the
+# mixture's would): those are zeroed and summed per call, ~100 KiB with 16 features.
+# Up to 4 features always (small; 3 features have per-lane code only).
+GROUP_LANES_ROWS = 1024
+
+
+@_jit
+def _pattern_groups(
+    X,
+    w,
+    starts,
+    codes,
+    center,
+    shifts,
+    means,
+    covs,
+    log_weights,
+    about,
+    diag,
+    lanes,
+    nk,
+    s1,
+    s2,
+):
+    """Statistics of the rows of ``X`` grouped by pattern (rows ``starts[p]`` to
+    ``starts[p+1]`` miss the features of ``codes[p]``; ``X`` is overwritten there):
+    each group through :func:`_estep` with the marginal mixture of its observed
+    features, then mapped to every feature (:func:`_map_pattern`). Returns
+    ``(loglik, n_bad, bad_weight)``."""
+    n_components, d = means.shape
+    dp = shifts.shape[1]
+    log_2pi = 1.8378770664093453
+    weighted = w.size > 0
+    o = np.empty(d, dtype=np.int64)
+    mi = np.empty(d, dtype=np.int64)
+    mean_shift = np.zeros(dp)
+    loglik = 0.0
+    n_bad = 0
+    bad_weight = 0.0
+    code = _DIAG if diag else _FULL
+    for p in range(codes.size):
+        n_obs = 0
+        n_mis = 0
+        for j in range(d):
+            if (codes[p] >> j) & 1:
+                mi[n_mis] = j
+                n_mis += 1
+            else:
+                o[n_obs] = j
+                n_obs += 1
+        lo, hi = starts[p], starts[p + 1]
+        for i in range(lo, hi):
+            for a in range(n_mis):
+                X[i, mi[a]] = center[mi[a]]  # centred to 0; no weight in U
+        coef = np.zeros((n_components, 1 if diag else dp, dp))
+        ps = np.zeros((n_components, dp))
+        log_norm = np.empty(n_components)
+        for k in range(n_components):
+            for j in range(d):  # the densities' shifts (``shifts``: the statistics')
+                mean_shift[j] = means[k, j] - center[j]
+            log_det = _marginal_factor(
+                covs[k], o, n_obs, mean_shift, diag, coef[k], ps[k]
+            )
+            log_norm[k] = log_weights[k] + log_det - 0.5 * n_obs * log_2pi
+        pn = np.zeros(n_components)
+        p1 = np.zeros((n_components, d))
+        p2 = np.zeros((n_components, 1 if diag else d, d))
+        ll, bad, _, bw = _estep(
+            X[lo:hi],
+            w[lo:hi] if weighted else w,
+            center,
+            shifts,
+            coef,
+            ps,
+            log_norm,
+            code,
+            code,
+            _SOFT,
+            lanes and (hi - lo >= GROUP_LANES_ROWS or dp == TILE),
+            pn,
+            p1,
+            p2,
+        )
+        loglik += ll
+        n_bad += bad
+        bad_weight += bw
+        for k in range(n_components):
+            kk = 0 if s2.shape[0] == 1 and n_components > 1 else k
+            _map_pattern(
+                covs[k],
+                means[k],
+                about[k],
+                o,
+                n_obs,
+                mi,
+                n_mis,
+                diag,
+                pn[k],
+                p1[k],
+                p2[k],
+                s1[k],
+                s2[kk],
+            )
+            nk[k] += pn[k]
+    return loglik, n_bad, bad_weight
+
+
+def pattern_statistics(
+    X: np.ndarray,
+    weights: np.ndarray | None,
+    starts: np.ndarray,
+    codes: np.ndarray,
+    kp: KernelParams,
+    means: np.ndarray,
+    covariances: np.ndarray,
+    log_weights: np.ndarray,
+    covariance_type: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """``nk``, ``s1``, ``s2`` (of ``covariance_type``, about ``kp``'s means) and
+    the weighted log-likelihood of rows grouped by missing-value pattern: rows
+    ``starts[p]`` to ``starts[p + 1]`` of ``X`` miss the features whose bits
+    ``codes[p]`` sets (:func:`row_codes`), none all of them. ``covariances``
+    (K, d, d) are full matrices whatever the type. ``X`` is overwritten."""
+    if not available():
+        raise RuntimeError("the compiled kernels need numba (pip install numba)")
+    if not (X.flags.c_contiguous and X.dtype in (np.float32, np.float64)):
+        raise ValueError("X must be a C-contiguous float32 or float64 copy")
+    k, d = means.shape
+    diag = covariance_type in ("diag", "spherical")
+    shifts, _, _ = _kernel_arrays(kp)
+    nk = np.zeros(k)
+    s1 = np.zeros((k, d))
+    s2 = np.zeros((k, 1, d) if diag else (1 if covariance_type == "tied" else k, d, d))
+    w = np.empty(0) if weights is None else np.ascontiguousarray(weights, np.float64)
+    loglik, n_bad, _ = _pattern_groups(
+        X,
+        w,
+        np.ascontiguousarray(starts, dtype=np.int64),
+        np.ascontiguousarray(codes, dtype=np.int64),
+        np.asarray(kp.center, dtype=np.float64),
+        shifts,
+        np.ascontiguousarray(means, dtype=np.float64),
+        np.ascontiguousarray(covariances, dtype=np.float64),
+        np.ascontiguousarray(log_weights, dtype=np.float64),
+        np.ascontiguousarray(kp.center + kp.shifts, dtype=np.float64),
+        diag,
+        _per_lane_moments("diag" if diag else "full", k, shifts.shape[1]),
+        nk,
+        s1,
+        s2,
+    )
+    if n_bad:
+        raise FloatingPointError(f"{n_bad} rows without a finite marginal density")
+    return (
+        nk,
+        s1,
+        s2[:, 0] if diag else s2[0] if covariance_type == "tied" else s2,
+        float(loglik),
+    )

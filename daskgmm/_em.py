@@ -216,9 +216,7 @@ class DataPasses:
         kp = run.kernel_params(about=about)
         if self.nan_policy != "marginalize":
             return self.estep, kp, K.combine_stats
-        compiled = (
-            None if self.estep is K.estep_block else _compiled.missing_rows_statistics
-        )
+        compiled = None if self.estep is K.estep_block else _compiled
         params = M.missing_params(kp, self.estep, *run.density_params(), compiled)
         return M.estep_missing_block, params, K.combine_stats
 

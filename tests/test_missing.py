@@ -51,9 +51,11 @@ def _rows(means, n: int = 400, share: float = 0.3, seed: int = 1) -> np.ndarray:
 def _params(weights, means, cov, ctype, kernel=K.estep_block):
     """NumPy, or with ``kernel`` compiled the compiled kernels throughout."""
     chol = K.precision_cholesky_from_covariances(cov, ctype)
-    kp = K.prepare(weights, means, chol, ctype)
-    rows = None if kernel is K.estep_block else _compiled.missing_rows_statistics
-    return missing_params(kp, kernel, means, cov, np.log(weights), rows)
+    # Statistics about points other than the means, as in a fit (recentred).
+    about = means + np.linspace(-0.5, 0.5, means.size).reshape(means.shape)
+    kp = K.recentred(weights, means, chol, ctype, about, weights)
+    compiled = None if kernel is K.estep_block else _compiled
+    return missing_params(kp, kernel, means, cov, np.log(weights), compiled)
 
 
 def _reference(X, weights, means, cov, ctype, shifts, w=None):
@@ -98,12 +100,13 @@ def _reference(X, weights, means, cov, ctype, shifts, w=None):
     return {"nk": nk, "s1": s1, "s2": s2, "loglik": loglik}
 
 
+@pytest.mark.parametrize("d", [3, 6])
 @pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("route", ["kernel", "pattern", "count"])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
 def test_statistics_equal_a_row_by_row_reference(
-    ctype, weighted, compiled, route, monkeypatch
+    ctype, weighted, compiled, route, d, monkeypatch
 ):
     if compiled and not _compiled.available():
         pytest.skip("numba is not installed")
@@ -116,7 +119,7 @@ def test_statistics_equal_a_row_by_row_reference(
     monkeypatch.setattr(
         _missing, "_ROWS_PER_PATTERN", 1 if route == "pattern" else 10**9
     )
-    weights, means, cov = _mixture(ctype)
+    weights, means, cov = _mixture(ctype, d=d)
     X = _rows(means)
     w = np.random.default_rng(3).uniform(0.5, 2.0, len(X)) if weighted else None
     kernel = _compiled.estep_block if compiled else K.estep_block
@@ -130,17 +133,23 @@ def test_statistics_equal_a_row_by_row_reference(
     assert_allclose(got["w"], len(X) if w is None else w.sum(), rtol=1e-13)
 
 
+@pytest.mark.parametrize("kernel_rows", [8, 10**9])
 @pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
-def test_the_compiled_statistics_equal_numpys(ctype, monkeypatch):
+def test_the_compiled_statistics_equal_numpys(ctype, kernel_rows, monkeypatch):
     if not _compiled.available():
         pytest.skip("numba is not installed")
-    monkeypatch.setattr(_missing, "PATTERN_KERNEL_ROWS", 10**9)  # every row its own
+    # Patterns of 8 rows or more grouped (compiled) against NumPy row by row; or
+    # every row on its own in both.
+    monkeypatch.setattr(_missing, "PATTERN_KERNEL_ROWS", kernel_rows)
     rng = np.random.default_rng(8)
     weights, means, cov = _mixture(ctype, k=4, d=12, seed=2)
-    X = means[rng.integers(0, 4, 3000)] + rng.normal(scale=2.0, size=(3000, 12))
-    X[rng.random(X.shape) < 0.3] = np.nan  # thousands of patterns
+    X = means[rng.integers(0, 4, 4500)] + rng.normal(scale=2.0, size=(4500, 12))
+    X[:3000][rng.random((3000, 12)) < 0.3] = np.nan  # thousands of patterns
+    X[3000:, [2, 7]] = np.nan  # and one of 1500 rows (per-lane moments)
     w = rng.uniform(0.2, 3.0, len(X))
-    numpy = estep_missing_block(X, _params(weights, means, cov, ctype), 1, w)
+    with monkeypatch.context() as numpy_rows:
+        numpy_rows.setattr(_missing, "PATTERN_KERNEL_ROWS", 10**9)
+        numpy = estep_missing_block(X, _params(weights, means, cov, ctype), 1, w)
     compiled = _params(weights, means, cov, ctype, _compiled.estep_block)
     got = estep_missing_block(X, compiled, 1, w)
     for key in ("nk", "s1", "s2"):
