@@ -1437,7 +1437,10 @@ def _missing_rows(
                 for b in range(d):
                     acc += precs[k, idx[a], b] * diff[b]
                 r[a] = acc
-            half_log_det = 0.0
+            # log det L with one log per row and component (the product is
+            # folded into ``log_det_l`` before it could overflow).
+            det_factor = 1.0
+            log_det_l = 0.0
             for a in range(m):
                 for b in range(a + 1):
                     s = precs[k, idx[a], idx[b]]
@@ -1445,7 +1448,10 @@ def _missing_rows(
                         s -= chol[k, a, c] * chol[k, b, c]
                     if a == b:
                         chol[k, a, a] = np.sqrt(s)
-                        half_log_det += np.log(chol[k, a, a])
+                        det_factor *= chol[k, a, a]
+                        if not 1e-150 < det_factor < 1e150:
+                            log_det_l += np.log(det_factor)
+                            det_factor = 1.0
                     else:
                         chol[k, a, b] = s / chol[k, b, b]
             correction = 0.0
@@ -1468,7 +1474,8 @@ def _missing_rows(
                 log_weights[k]
                 - 0.5 * n_obs * log_2pi
                 + 0.5 * log_det[k]
-                - half_log_det
+                - log_det_l
+                - np.log(det_factor)
                 - 0.5 * (quad - correction)
             )
         top = lp[0]
@@ -1829,55 +1836,324 @@ def _pattern_groups(
     return loglik, n_bad, bad_weight
 
 
-def pattern_statistics(
-    X: np.ndarray,
-    weights: np.ndarray | None,
-    starts: np.ndarray,
-    codes: np.ndarray,
-    kp: KernelParams,
-    means: np.ndarray,
-    covariances: np.ndarray,
-    log_weights: np.ndarray,
-    covariance_type: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """``nk``, ``s1``, ``s2`` (of ``covariance_type``, about ``kp``'s means) and
-    the weighted log-likelihood of rows grouped by missing-value pattern: rows
-    ``starts[p]`` to ``starts[p + 1]`` of ``X`` miss the features whose bits
-    ``codes[p]`` sets (:func:`row_codes`), none all of them. ``covariances``
-    (K, d, d) are full matrices whatever the type. ``X`` is overwritten."""
-    if not available():
-        raise RuntimeError("the compiled kernels need numba (pip install numba)")
-    if not (X.flags.c_contiguous and X.dtype in (np.float32, np.float64)):
-        raise ValueError("X must be a C-contiguous float32 or float64 copy")
-    k, d = means.shape
-    diag = covariance_type in ("diag", "spherical")
-    shifts, _, _ = _kernel_arrays(kp)
-    nk = np.zeros(k)
-    s1 = np.zeros((k, d))
-    s2 = np.zeros((k, 1, d) if diag else (1 if covariance_type == "tied" else k, d, d))
-    w = np.empty(0) if weights is None else np.ascontiguousarray(weights, np.float64)
-    loglik, n_bad, _ = _pattern_groups(
-        X,
-        w,
-        np.ascontiguousarray(starts, dtype=np.int64),
-        np.ascontiguousarray(codes, dtype=np.int64),
-        np.asarray(kp.center, dtype=np.float64),
+@_jit
+def _block_plan(codes, d, min_rows):
+    """The rows of a block by kind, from their :func:`row_codes`: complete rows;
+    rows with some values missing, grouped by pattern (``grouped`` rows in pattern
+    order, ``starts`` and the ``patterns`` of ``min_rows`` rows or more) or
+    ``rare`` (the others); and the number and first of the rows with every value
+    missing (``empty``) and with an infinite value (``inf``)."""
+    n = codes.size
+    full = (np.int64(1) << d) - 1
+    n_complete = 0
+    n_partial = 0
+    n_empty = 0
+    first_empty = -1
+    n_inf = 0
+    first_inf = -1
+    for i in range(n):
+        c = codes[i]
+        if c == 0:
+            n_complete += 1
+        elif c < 0:
+            n_inf += 1
+            if first_inf < 0:
+                first_inf = i
+        elif c == full:
+            n_empty += 1
+            if first_empty < 0:
+                first_empty = i
+        else:
+            n_partial += 1
+    complete = np.empty(n_complete, dtype=np.int64)
+    partial = np.empty(n_partial, dtype=np.int64)
+    a = 0
+    b = 0
+    for i in range(n):
+        c = codes[i]
+        if c == 0:
+            complete[a] = i
+            a += 1
+        elif c > 0 and c != full:
+            partial[b] = i
+            b += 1
+    keys = codes[partial]
+    if d <= 16:  # a counting sort (stable), several times faster than merging
+        offsets = np.zeros((1 << d) + 1, dtype=np.int64)
+        for c in keys:
+            offsets[c + 1] += 1
+        for c in range(1 << d):
+            offsets[c + 1] += offsets[c]
+        ordered = np.empty(n_partial, dtype=np.int64)
+        for i in range(n_partial):
+            c = keys[i]
+            ordered[offsets[c]] = partial[i]
+            offsets[c] += 1
+        partial = ordered
+        keys = codes[partial]
+    else:
+        order = np.argsort(keys, kind="mergesort")  # stable
+        partial = partial[order]
+        keys = keys[order]
+    n_groups = 0
+    n_grouped = 0
+    start = 0
+    for i in range(1, n_partial + 1):
+        if i == n_partial or keys[i] != keys[start]:
+            if i - start >= min_rows:
+                n_groups += 1
+                n_grouped += i - start
+            start = i
+    grouped = np.empty(n_grouped, dtype=np.int64)
+    rare = np.empty(n_partial - n_grouped, dtype=np.int64)
+    starts = np.empty(n_groups + 1, dtype=np.int64)
+    patterns = np.empty(n_groups, dtype=np.int64)
+    starts[0] = 0
+    g = 0
+    r = 0
+    p = 0
+    start = 0
+    for i in range(1, n_partial + 1):
+        if i == n_partial or keys[i] != keys[start]:
+            if i - start >= min_rows:
+                patterns[p] = keys[start]
+                for j in range(start, i):
+                    grouped[g] = partial[j]
+                    g += 1
+                p += 1
+                starts[p] = g
+            else:
+                for j in range(start, i):
+                    rare[r] = partial[j]
+                    r += 1
+            start = i
+    return (
+        complete,
+        grouped,
+        starts,
+        patterns,
+        rare,
+        n_empty,
+        first_empty,
+        n_inf,
+        first_inf,
+    )
+
+
+@_jit
+def _take_rows(X, rows):
+    """``X[rows]`` (a new C-contiguous array)."""
+    d = X.shape[1]
+    out = np.empty((rows.size, d), dtype=X.dtype)
+    for i in range(rows.size):
+        for j in range(d):
+            out[i, j] = X[rows[i], j]
+    return out
+
+
+@_jit
+def _take_weights(w, rows):
+    """``w[rows]``, or ``w`` itself (empty: unweighted)."""
+    if w.size == 0:
+        return w
+    return w[rows]
+
+
+@_jit
+def _missing_block(
+    X,
+    w,
+    codes,
+    min_rows,
+    center,
+    shifts,
+    coef,
+    ps,
+    log_norm,
+    code,
+    dcode,
+    lanes,
+    nk,
+    s1,
+    s2,
+    means,
+    covs,
+    log_weights,
+    about,
+    diag,
+    pattern_lanes,
+    gn,
+    g1,
+    g2,
+    precs,
+    whiteners,
+    log_det,
+    rn,
+    r1,
+    r2,
+):
+    """The statistics of a block whose rows may miss values (``codes``: their
+    :func:`row_codes`, not all 0): complete rows by :func:`_estep` into ``nk, s1,
+    s2``; rows grouped by pattern by :func:`_pattern_groups` into ``gn, g1, g2``;
+    the other rows by :func:`_missing_rows` into ``rn, r1, r2`` (lower
+    triangles). Returns the log-likelihoods of the three, the bad rows (number,
+    first, weight), and the rows with every value missing and with an infinite
+    value (number and first)."""
+    plan = _block_plan(codes, X.shape[1], min_rows)
+    complete, grouped, starts, patterns, rare = plan[:5]
+    ll_c, n_bad, first_bad, bad_weight = _estep(
+        _take_rows(X, complete),
+        _take_weights(w, complete),
+        center,
         shifts,
-        np.ascontiguousarray(means, dtype=np.float64),
-        np.ascontiguousarray(covariances, dtype=np.float64),
-        np.ascontiguousarray(log_weights, dtype=np.float64),
-        np.ascontiguousarray(kp.center + kp.shifts, dtype=np.float64),
-        diag,
-        _per_lane_moments("diag" if diag else "full", k, shifts.shape[1]),
+        coef,
+        ps,
+        log_norm,
+        code,
+        dcode,
+        _SOFT,
+        lanes,
         nk,
         s1,
         s2,
     )
-    if n_bad:
-        raise FloatingPointError(f"{n_bad} rows without a finite marginal density")
+    if first_bad >= 0:
+        first_bad = complete[first_bad]
+    ll_g = 0.0
+    if grouped.size:
+        ll_g, bad_g, bw_g = _pattern_groups(
+            _take_rows(X, grouped),
+            _take_weights(w, grouped),
+            starts,
+            patterns,
+            center,
+            shifts,
+            means,
+            covs,
+            log_weights,
+            about,
+            diag,
+            pattern_lanes,
+            gn,
+            g1,
+            g2,
+        )
+        n_bad += bad_g
+        bad_weight += bw_g
+    ll_r = 0.0
+    if rare.size:
+        wr = _take_weights(w, rare)
+        if wr.size == 0:
+            wr = np.ones(rare.size)
+        ll_r = _missing_rows(
+            _take_rows(X, rare),
+            wr,
+            means,
+            precs,
+            whiteners,
+            log_det,
+            log_weights,
+            about,
+            diag,
+            rn,
+            r1,
+            r2,
+        )
     return (
-        nk,
-        s1,
-        s2[:, 0] if diag else s2[0] if covariance_type == "tied" else s2,
-        float(loglik),
+        ll_c,
+        ll_g,
+        ll_r,
+        n_bad,
+        first_bad,
+        bad_weight,
+        plan[5],
+        plan[6],
+        plan[7],
+        plan[8],
     )
+
+
+def missing_block_statistics(
+    X: np.ndarray,
+    codes: np.ndarray,
+    mp,
+    block_index: int,
+    weights: np.ndarray | None,
+    min_rows: int,
+) -> dict:
+    """:func:`daskgmm._missing.estep_missing_block` compiled, in one call: the
+    statistics of the block ``X`` whose rows' :func:`row_codes` are ``codes`` (not
+    all 0), with ``mp`` its ``MissingParams``; patterns of ``min_rows`` rows or
+    more through the complete-data kernel with their marginal mixture."""
+    if not available():
+        raise RuntimeError("the compiled kernels need numba (pip install numba)")
+    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+    X = np.ascontiguousarray(X, dtype=dtype)
+    n, d = X.shape
+    kp = mp.kp
+    ctype = kp.covariance_type
+    k = kp.n_components
+    diag = ctype in ("diag", "spherical")
+    stats = empty_stats(k, d, ctype)
+    w = row_weights(weights, n, stats)
+    stats["n"] = n
+    shifts, coef, proj_shifts = _kernel_arrays(kp)
+    s2 = stats["s2"]
+    s2_3d = s2[None] if ctype == "tied" else s2[:, None, :] if diag else s2
+    g = (np.zeros(k), np.zeros((k, d)), np.zeros(s2_3d.shape))
+    r = (np.zeros(k), np.zeros((k, d)), np.zeros((k, 1 if diag else d, d)))
+    f64 = np.float64
+    out = _missing_block(
+        X,
+        np.empty(0) if w is None else w,
+        np.ascontiguousarray(codes, dtype=np.int64),
+        min_rows,
+        np.asarray(kp.center, dtype=f64),
+        shifts,
+        coef,
+        proj_shifts,
+        np.asarray(kp.log_norm, dtype=f64),
+        _CODES[ctype],
+        _CODES[ctype],
+        _per_lane_moments(ctype, k, shifts.shape[1]),
+        stats["nk"],
+        stats["s1"],
+        s2_3d,
+        np.ascontiguousarray(mp.means, dtype=f64),
+        np.ascontiguousarray(mp.covariances, dtype=f64),
+        np.ascontiguousarray(mp.log_weights, dtype=f64),
+        np.ascontiguousarray(mp.shifts, dtype=f64),
+        diag,
+        _per_lane_moments("diag" if diag else "full", k, shifts.shape[1]),
+        *g,
+        np.ascontiguousarray(mp.precisions, dtype=f64),
+        np.ascontiguousarray(mp.whiteners, dtype=f64),
+        np.ascontiguousarray(mp.log_det_precisions, dtype=f64),
+        *r,
+    )
+    ll_c, ll_g, ll_r, n_bad, first_bad, bad_weight = out[:6]
+    n_empty, first_empty, n_inf, first_inf = out[6:]
+    stats["nk"] += g[0] + r[0]
+    stats["s1"] += g[1] + r[1]
+    lower = r[2][:, 0] if diag else np.tril(r[2])
+    if not diag:
+        lower = lower + np.swapaxes(np.tril(r[2], -1), 1, 2)
+    if ctype == "tied":
+        stats["s2"] += g[2][0] + lower.sum(axis=0)
+    else:
+        stats["s2"] += (g[2][:, 0] if diag else g[2]) + lower
+    stats["loglik"] = float(ll_c + ll_g + ll_r)
+    if w is not None and (n_empty or n_inf):
+        stats["w"] -= float(w[(codes == (1 << d) - 1) | (codes < 0)].sum())
+    elif w is None:
+        stats["w"] -= n_empty + n_inf
+    stats["w"] -= bad_weight
+    stats["n_bad"] = int(n_bad + n_empty)
+    first = first_bad if first_bad >= 0 else first_empty
+    if n_empty and first_bad >= 0:
+        first = min(first_bad, first_empty)
+    stats["first_bad"] = None if first < 0 else (block_index, int(first))
+    if n_inf:
+        stats["n_inf"] = int(n_inf)
+        stats["first_inf"] = (block_index, int(first_inf))
+    return stats

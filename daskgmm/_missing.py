@@ -21,8 +21,11 @@ Rows are grouped by their number of missing values and the blocks factorised in
 batches, so the cost does not grow with the number of distinct patterns. The rows
 with every value observed go through the complete-data kernel (compiled or NumPy),
 so a block without a missing value gives exactly the complete-data statistics.
-Pure NumPy, as :mod:`daskgmm._kernels`, and tested against a row-by-row
-reference.
+The patterns of ``PATTERN_KERNEL_ROWS`` rows or more in a block go through the
+complete-data kernel too, on their observed features with the marginal mixture
+(:func:`_pattern_statistics`). Pure NumPy, as :mod:`daskgmm._kernels`, and tested
+against a row-by-row reference; with the compiled kernels (``mp.compiled``) a
+block is one compiled call (``missing_block_statistics``) doing the same.
 """
 
 from __future__ import annotations
@@ -465,58 +468,9 @@ def _compiled_block(
     codes = mp.compiled.row_codes(X)
     if not codes.any():
         return mp.complete(X, mp.kp, block_index, weights)
-    d = X.shape[1]
-    complete = codes == 0
-    empty = codes == (1 << d) - 1
-    inf = codes < 0
-    w = None if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
-    # take: several times faster than a boolean mask or fancy index of the rows.
-    kept = np.flatnonzero(complete)
-    parts = [
-        mp.complete(
-            X.take(kept, axis=0), mp.kp, block_index, None if w is None else w[kept]
-        )
-    ]
-    rows = np.flatnonzero(~(complete | empty | inf))
-    keys = codes[rows]
-    # 16-bit keys sort by radix (a tenth of the time of int64 keys).
-    order = np.argsort(keys.astype(np.uint16) if d <= 16 else keys, kind="stable")
-    rows, keys = rows[order], keys[order]
-    starts = np.concatenate(
-        ([0], np.flatnonzero(keys[1:] != keys[:-1]) + 1, [rows.size])
+    return mp.compiled.missing_block_statistics(
+        X, codes, mp, block_index, weights, PATTERN_KERNEL_ROWS
     )
-    counts = np.diff(starts)
-    frequent = counts >= PATTERN_KERNEL_ROWS
-    if frequent.any():
-        grouped = np.repeat(frequent, counts)
-        part = K.empty_stats(mp.kp.n_components, d, mp.covariance_type)
-        sub = rows[grouped]
-        wp = K.row_weights(None if w is None else w[sub], sub.size, part)
-        Xg = X.take(sub, axis=0)
-        if Xg.dtype not in (np.float32, np.float64):
-            Xg = Xg.astype(np.float64)
-        part["n"] = sub.size
-        nk, s1, s2, part["loglik"] = mp.compiled.pattern_statistics(
-            np.ascontiguousarray(Xg),
-            wp,
-            np.concatenate(([0], np.cumsum(counts[frequent]))),
-            keys[starts[:-1][frequent]],
-            mp.kp,
-            mp.means,
-            mp.covariances,
-            mp.log_weights,
-            mp.covariance_type,
-        )
-        part["nk"] += nk
-        part["s1"] += s1
-        part["s2"] += s2
-        parts.append(part)
-        rows = rows[~grouped]
-    extra = _rows_statistics(X, rows, w, mp)
-    extra["n"] += int(empty.sum() + inf.sum())
-    _note_rows(extra, empty, "bad", block_index)
-    _note_rows(extra, inf, "inf", block_index)
-    return K.combine_stats(*parts, extra)
 
 
 @K.quiet
