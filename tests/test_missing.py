@@ -133,19 +133,22 @@ def test_statistics_equal_a_row_by_row_reference(
     assert_allclose(got["w"], len(X) if w is None else w.sum(), rtol=1e-13)
 
 
+@pytest.mark.parametrize("d", [12, 20])
 @pytest.mark.parametrize("kernel_rows", [8, 10**9])
 @pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
-def test_the_compiled_statistics_equal_numpys(ctype, kernel_rows, monkeypatch):
+def test_the_compiled_statistics_equal_numpys(ctype, kernel_rows, d, monkeypatch):
     if not _compiled.available():
         pytest.skip("numba is not installed")
     # Patterns of 8 rows or more grouped (compiled) against NumPy row by row; or
-    # every row on its own in both.
+    # every row on its own in both. Up to 16 features the compiled code sorts the
+    # rows by pattern by counting, beyond by merging.
     monkeypatch.setattr(_missing, "PATTERN_KERNEL_ROWS", kernel_rows)
     rng = np.random.default_rng(8)
-    weights, means, cov = _mixture(ctype, k=4, d=12, seed=2)
-    X = means[rng.integers(0, 4, 4500)] + rng.normal(scale=2.0, size=(4500, 12))
-    X[:3000][rng.random((3000, 12)) < 0.3] = np.nan  # thousands of patterns
+    weights, means, cov = _mixture(ctype, k=4, d=d, seed=2)
+    X = means[rng.integers(0, 4, 4500)] + rng.normal(scale=2.0, size=(4500, d))
+    X[:3000][rng.random((3000, d)) < 0.3] = np.nan  # thousands of patterns
     X[3000:, [2, 7]] = np.nan  # and one of 1500 rows (per-lane moments)
+    X[[10, 3500]] = np.nan  # rows without an observed value: left out
     w = rng.uniform(0.2, 3.0, len(X))
     with monkeypatch.context() as numpy_rows:
         numpy_rows.setattr(_missing, "PATTERN_KERNEL_ROWS", 10**9)
@@ -156,7 +159,10 @@ def test_the_compiled_statistics_equal_numpys(ctype, kernel_rows, monkeypatch):
         scale = np.abs(numpy[key]).max()
         assert_allclose(got[key], numpy[key], rtol=0, atol=1e-12 * scale, err_msg=key)
     assert got["loglik"] == pytest.approx(numpy["loglik"], rel=1e-13)
-    assert (got["n"], got["w"]) == (numpy["n"], numpy["w"])
+    assert got["w"] == pytest.approx(numpy["w"], rel=1e-14)
+    assert got["w"] == pytest.approx(w.sum() - w[[10, 3500]].sum(), rel=1e-14)
+    assert (got["n"], got["n_bad"], got["first_bad"]) == (4500, 2, (1, 10))
+    assert (numpy["n"], numpy["n_bad"], numpy["first_bad"]) == (4500, 2, (1, 10))
 
 
 def test_a_block_without_missing_values_is_the_complete_data_kernels():
