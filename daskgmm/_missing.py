@@ -66,7 +66,7 @@ class MissingParams:
     compiled : module or None
         The compiled kernels (:mod:`daskgmm._compiled`, injected: this module does
         not import it) for the rows with missing values (``row_codes``,
-        ``pattern_statistics``, ``missing_rows_statistics``), or None for NumPy.
+        ``missing_block_statistics``, ``missing_rows_statistics``), or None for NumPy.
     """
 
     kp: K.KernelParams
