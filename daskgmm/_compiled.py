@@ -317,7 +317,8 @@ def _exp_nonpositive(x: float) -> float:
 
 @_jit
 def _log_atleast1(s: float) -> float:
-    """``log(s)`` for finite ``s ≥ 1`` (a sum of exponentials whose largest is 1).
+    """``log(s)`` for finite ``s ≥ 1`` (a sum of exponentials whose largest is 1;
+    also right for any normal ``s > 0``).
 
     ``s = 2^e m`` with ``m`` in [√½, √2); ``log m = 2 atanh(t)``, ``t = (m−1)/(m+1)``,
     by its odd series to ``t²¹`` (|t| < 0.172: truncation < 1e-18 relative).
@@ -1386,143 +1387,340 @@ def loglik_block(
 # Rows with missing values (nan_policy='marginalize')
 
 
+# Rows per tile of :func:`_missing_rows`: the tile's rows of every component (its
+# solves ``t``) are kept until the responsibilities are known; at most 64 Ki values.
+MISSING_TILE_VALUES = 1 << 16
+
+
+@_jit
+def _missing_tile(x, start, nb, xt, ob, xr, mcount, midx) -> None:
+    """Rows ``start:start+nb`` of ``x`` into the tile: transposed (``xt``, NaN as 0)
+    with the mask of observed values ``ob``, row-major (``xr``, NaN as 0), and per
+    row the number and indices of the missing features."""
+    d = x.shape[1]
+    for r in range(nb):
+        m = 0
+        for j in range(d):
+            v = x[start + r, j]
+            if v != v:
+                xt[j, r] = 0.0
+                ob[j, r] = 0.0
+                xr[r, j] = 0.0
+                midx[r, m] = j
+                m += 1
+            else:
+                xt[j, r] = v
+                ob[j, r] = 1.0
+                xr[r, j] = v
+        mcount[r] = m
+
+
+@_jit
+def _missing_quad(dt, whiteners_k, diag, nb, zt, rt, quad) -> None:
+    """Per row of the tile (``D``: ``dt``, transposed), along the rows: ``quad =
+    |A D|²`` and ``r = P D = Aᵀ (A D)`` into ``rt`` (transposed; ``zt`` holds ``A
+    D``)."""
+    d = dt.shape[0]
+    for r in range(nb):
+        quad[r] = 0.0
+    if diag:
+        for j in range(d):
+            c = whiteners_k[j, j]
+            for r in range(nb):
+                v = c * dt[j, r]
+                quad[r] += v * v
+                rt[j, r] = c * v
+        return
+    for a in range(d):
+        for r in range(nb):
+            zt[a, r] = 0.0
+        for b in range(a + 1):
+            c = whiteners_k[a, b]
+            for r in range(nb):
+                zt[a, r] += c * dt[b, r]
+        for r in range(nb):
+            quad[r] += zt[a, r] * zt[a, r]
+    for j in range(d):
+        for r in range(nb):
+            rt[j, r] = 0.0
+        for a in range(j, d):
+            c = whiteners_k[a, j]
+            for r in range(nb):
+                rt[j, r] += c * zt[a, r]
+
+
+@_jit
+def _missing_ldl(precs, k, idx, m, lmat, dinv):
+    """``P_mm = L Δ Lᵀ`` of component ``k`` (``m`` features ``idx``; ``L`` unit
+    lower triangular in ``lmat``, ``1/Δ`` in ``dinv``). Returns ``det Δ`` as a
+    factor and a log, ``det Δ = factor · exp(log)``: the log is 0 unless the product
+    would leave the floating-point range."""
+    factor = 1.0
+    log_part = 0.0
+    for a in range(m):
+        ia = idx[a]
+        for b in range(a):
+            s = precs[k, ia, idx[b]]
+            for c in range(b):
+                s -= lmat[a, c] * lmat[b, c] / dinv[c]
+            lmat[a, b] = s * dinv[b]
+        s = precs[k, ia, ia]
+        for c in range(a):
+            s -= lmat[a, c] * lmat[a, c] / dinv[c]
+        dinv[a] = 1.0 / s
+        factor *= s
+        if not 1e-150 < factor < 1e150:
+            log_part += np.log(factor)
+            factor = 1.0
+    return factor, log_part
+
+
+@_jit
+def _missing_solves(precs, k, midx, mcount, nb, rt, tv, det, log_part, quad, work):
+    """Per row of the tile, for component ``k``: the factors of ``P_mm`` (by
+    :func:`_missing_ldl`; ``det Δ`` into ``det`` and ``log_part``), ``t = P_mm⁻¹
+    r_m`` into ``tv[k, r]`` (``r_m``: the missing features of ``rt``) and ``quad
+    −= r_mᵀ t = Σ y²/Δ`` with ``y = L⁻¹ r_m``. ``work``: (d + 2, d) scratch."""
+    d = rt.shape[0]
+    lmat = work[:d]
+    dinv = work[d]
+    y = work[d + 1]
+    for r in range(nb):
+        m = mcount[r]
+        if m == 1:
+            j = midx[r, 0]
+            p = precs[k, j, j]
+            v = rt[j, r]
+            det[r] = p
+            log_part[r] = 0.0
+            tv[k, r, 0] = v / p
+            quad[r] -= v * v / p
+            continue
+        if m == 2:  # the same steps, written out
+            i, j = midx[r, 0], midx[r, 1]
+            d0 = precs[k, i, i]
+            l10 = precs[k, j, i] / d0
+            d1 = precs[k, j, j] - l10 * precs[k, j, i]
+            y0 = rt[i, r]
+            y1 = rt[j, r] - l10 * y0
+            det[r] = d0 * d1
+            log_part[r] = 0.0
+            t1 = y1 / d1
+            tv[k, r, 1] = t1
+            tv[k, r, 0] = y0 / d0 - l10 * t1
+            quad[r] -= y0 * y0 / d0 + y1 * t1
+            continue
+        idx = midx[r]
+        det[r], log_part[r] = _missing_ldl(precs, k, idx, m, lmat, dinv)
+        correction = 0.0
+        for a in range(m):
+            s = rt[idx[a], r]
+            for c in range(a):
+                s -= lmat[a, c] * y[c]
+            y[a] = s
+            correction += s * s * dinv[a]
+        for a in range(m - 1, -1, -1):
+            s = y[a] * dinv[a]
+            for c in range(a + 1, m):
+                s -= lmat[c, a] * tv[k, r, c]
+            tv[k, r, a] = s
+        quad[r] -= correction
+
+
+@_jit
+def _missing_conditionals(precs, k, midx, mcount, nb, gk, diag, s2, work) -> None:
+    """``s2[k] += γ P_mm⁻¹ = γ L⁻ᵀ Δ⁻¹ L⁻¹`` (by :func:`_missing_ldl`) on the missing
+    features of each row of the tile with ``γ = gk[k, r] ≠ 0``: lower triangle, or
+    the diagonal ``s2[k, 0]`` when ``diag``. ``work``: (2d + 1, d) scratch."""
+    d = midx.shape[1]
+    lmat = work[:d]
+    inv = work[d : 2 * d]
+    dinv = work[2 * d]
+    for r in range(nb):
+        g = gk[k, r]
+        if g == 0.0:
+            continue
+        m = mcount[r]
+        if m == 1:
+            j = midx[r, 0]
+            s2[k, 0 if diag else j, j] += g / precs[k, j, j]
+            continue
+        if m == 2:  # the inverse of the 2 × 2 block, written out
+            i, j = midx[r, 0], midx[r, 1]
+            a, b, c = precs[k, i, i], precs[k, j, i], precs[k, j, j]
+            gdet = g / (a * c - b * b)
+            if diag:
+                s2[k, 0, i] += gdet * c
+                s2[k, 0, j] += gdet * a
+            else:
+                s2[k, i, i] += gdet * c
+                s2[k, j, i] -= gdet * b
+                s2[k, j, j] += gdet * a
+            continue
+        idx = midx[r]
+        _missing_ldl(precs, k, idx, m, lmat, dinv)
+        for a in range(m):
+            inv[a, a] = 1.0
+            for b in range(a):
+                s = 0.0
+                for c in range(b, a):
+                    s += lmat[a, c] * inv[c, b]
+                inv[a, b] = -s
+        for a in range(m):
+            for b in range(a + 1):
+                if diag and a != b:
+                    continue
+                s = 0.0
+                for c in range(a, m):
+                    s += inv[c, a] * dinv[c] * inv[c, b]
+                if diag:
+                    s2[k, 0, idx[a]] += g * s
+                else:
+                    s2[k, idx[a], idx[b]] += g * s
+
+
+@_jit
+def _missing_responsibilities(lp, w, start, nb, top, ssum, ws, g) -> float:
+    """The tile's weighted responsibilities ``g`` from the log-densities ``lp``,
+    along the rows (those below ``1e-18`` of the row's weight as 0: a relative
+    change below rounding); returns the weighted log-likelihood."""
+    k_count = lp.shape[0]
+    wt = w[start : start + nb]
+    first = lp[0]
+    for r in range(nb):
+        top[r] = first[r]
+        ssum[r] = 0.0
+    for k in range(1, k_count):
+        lk = lp[k]
+        for r in range(nb):
+            top[r] = max(top[r], lk[r])
+    for k in range(k_count):
+        lk = lp[k]
+        gk = g[k]
+        for r in range(nb):
+            e = _exp_nonpositive(lk[r] - top[r])
+            gk[r] = e
+            ssum[r] += e
+    loglik = 0.0
+    for r in range(nb):
+        loglik += wt[r] * (_log_atleast1(ssum[r]) + top[r])
+    for r in range(nb):
+        ws[r] = wt[r] / ssum[r]
+        ssum[r] *= 1e-18
+    for k in range(k_count):
+        gk = g[k]
+        for r in range(nb):
+            e = gk[r]
+            gk[r] = e * ws[r] if e >= ssum[r] else 0.0
+    return loglik
+
+
 @_jit
 def _missing_rows(
     X, w, means, precs, whiteners, log_det, log_weights, shifts, diag, nk, s1, s2
 ):
     """:func:`daskgmm._missing.estep_missing_block`'s statistics of rows that
-    each miss some values (NaN), row by row; returns the weighted log-likelihood.
+    each miss some values (NaN), a tile of rows at a time; returns the weighted
+    log-likelihood.
 
-    Per row and component, with ``D = x − μ`` (missing entries as 0): ``r_m =
-    P_m· D``, ``|A D|²`` (``P = AᵀA``, ``A`` lower triangular), the Cholesky factor
-    ``L`` of the missing block ``P_mm``, ``t = P_mm⁻¹ r_m``, the log-density
-    ``log π + ½ log det P − log det L − d_o/2 log 2π − ½ (|A D|² − |L⁻¹ r_m|²)``
-    and ``x̂_m = μ_m − t``; then, with the responsibilities, ``nk``, ``s1`` and the
-    lower triangle of ``s2`` (its diagonal only, in ``s2[k, 0]``, when ``diag``)
-    with the conditional covariance ``P_mm⁻¹ = L⁻ᵀ L⁻¹``. Responsibilities below
-    ``1e-18`` of the row's weight add nothing (a relative change below rounding).
+    Per row and component, with ``D = x − μ`` (missing entries as 0), along the
+    rows: ``|A D|²`` and ``r = P D = Aᵀ A D`` (``P = AᵀA``, ``A`` lower
+    triangular); per row: ``P_mm = L Δ Lᵀ`` of the missing block, ``t = P_mm⁻¹
+    r_m`` and ``r_mᵀ t``; along the rows the log-density ``log π + ½ log det P − ½
+    log det Δ − d_o/2 log 2π − ½ (|A D|² − r_mᵀ t)`` and the responsibilities.
+    Then, per component, the moments of ``x̂`` (``x̂_m = μ_m − t``) by the row-major
+    updates of the complete-data kernel into ``s1`` and the lower triangle of
+    ``s2`` (its diagonal only, in ``s2[k, 0]``, when ``diag``), with the
+    conditional covariance ``P_mm⁻¹``.
     """
     n, d = X.shape
     k_count = means.shape[0]
     log_2pi = 1.8378770664093453
-    idx = np.empty(d, dtype=np.int64)
-    diff = np.empty(d)
-    r = np.empty(d)
-    t = np.empty(d)
-    e = np.empty(d)
-    lp = np.empty(k_count)
-    xhat = np.empty((k_count, d))
-    chol = np.zeros((k_count, d, d))
-    inv = np.zeros((d, d))
+    dp = (d + 7) // 8 * 8
+    tile = min(128, max(8, MISSING_TILE_VALUES // max(1, k_count * d) // 8 * 8))
+    xt = np.zeros((d, tile))
+    ob = np.zeros((d, tile))
+    xr = np.zeros((tile, d))
+    dt = np.zeros((d, tile))
+    zt = np.zeros((d, tile))
+    rt = np.zeros((d, tile))
+    mcount = np.zeros(tile, dtype=np.int64)
+    midx = np.zeros((tile, d), dtype=np.int64)
+    quad = np.zeros(tile)
+    det = np.zeros(tile)
+    log_part = np.zeros(tile)
+    top = np.zeros(tile)
+    ssum = np.zeros(tile)
+    ws = np.zeros(tile)
+    lp = np.zeros((k_count, tile))
+    gk = np.zeros((k_count, tile))
+    tv = np.zeros((k_count, tile, d))
+    work = np.zeros((2 * d + 2, d))
+    dr = np.zeros(tile * dp)
+    gc = np.zeros(tile)
+    s1v = np.zeros(dp)
+    s2v = np.zeros(dp * dp)
     loglik = 0.0
-    for i in range(n):
-        m = 0
-        for j in range(d):
-            if X[i, j] != X[i, j]:
-                idx[m] = j
-                m += 1
-        n_obs = d - m
+    for start in range(0, n, tile):
+        nb = min(tile, n - start)
+        _missing_tile(X, start, nb, xt, ob, xr, mcount, midx)
         for k in range(k_count):
             for j in range(d):
-                v = X[i, j]
-                diff[j] = 0.0 if v != v else v - means[k, j]
-            quad = 0.0
-            for a in range(d):
-                acc = 0.0
-                for b in range(a + 1):
-                    acc += whiteners[k, a, b] * diff[b]
-                quad += acc * acc
-            for a in range(m):
-                acc = 0.0
-                for b in range(d):
-                    acc += precs[k, idx[a], b] * diff[b]
-                r[a] = acc
-            # log det L with one log per row and component (the product is
-            # folded into ``log_det_l`` before it could overflow).
-            det_factor = 1.0
-            log_det_l = 0.0
-            for a in range(m):
-                for b in range(a + 1):
-                    s = precs[k, idx[a], idx[b]]
-                    for c in range(b):
-                        s -= chol[k, a, c] * chol[k, b, c]
-                    if a == b:
-                        chol[k, a, a] = np.sqrt(s)
-                        det_factor *= chol[k, a, a]
-                        if not 1e-150 < det_factor < 1e150:
-                            log_det_l += np.log(det_factor)
-                            det_factor = 1.0
-                    else:
-                        chol[k, a, b] = s / chol[k, b, b]
-            correction = 0.0
-            for a in range(m):
-                s = r[a]
-                for c in range(a):
-                    s -= chol[k, a, c] * t[c]
-                t[a] = s / chol[k, a, a]
-                correction += t[a] * t[a]
-            for a in range(m - 1, -1, -1):
-                s = t[a]
-                for c in range(a + 1, m):
-                    s -= chol[k, c, a] * t[c]
-                t[a] = s / chol[k, a, a]
-            for j in range(d):
-                xhat[k, j] = X[i, j]
-            for a in range(m):
-                xhat[k, idx[a]] = means[k, idx[a]] - t[a]
-            lp[k] = (
-                log_weights[k]
-                - 0.5 * n_obs * log_2pi
-                + 0.5 * log_det[k]
-                - log_det_l
-                - np.log(det_factor)
-                - 0.5 * (quad - correction)
+                mu = means[k, j]
+                for r in range(nb):
+                    dt[j, r] = (xt[j, r] - mu) * ob[j, r]
+            _missing_quad(dt, whiteners[k], diag, nb, zt, rt, quad)
+            _missing_solves(
+                precs, k, midx, mcount, nb, rt, tv, det, log_part, quad, work
             )
-        top = lp[0]
-        for k in range(1, k_count):
-            top = max(top, lp[k])
-        total = 0.0
+            base = log_weights[k] + 0.5 * log_det[k] - 0.5 * d * log_2pi
+            for r in range(nb):
+                lp[k, r] = (
+                    base
+                    + 0.5 * mcount[r] * log_2pi
+                    - 0.5 * (_log_atleast1(det[r]) + log_part[r])
+                    - 0.5 * quad[r]
+                )
+        loglik += _missing_responsibilities(lp, w, start, nb, top, ssum, ws, gk)
         for k in range(k_count):
-            total += np.exp(lp[k] - top)
-        lse = top + np.log(total)
-        wi = w[i]
-        loglik += wi * lse
-        for k in range(k_count):
-            g = np.exp(lp[k] - lse)
-            if g < 1e-18:
-                continue
-            g *= wi
-            nk[k] += g
-            for j in range(d):
-                e[j] = xhat[k, j] - shifts[k, j]
-                s1[k, j] += g * e[j]
-            if diag:
+            count = 0
+            for r in range(nb):
+                g = gk[k, r]
+                if g == 0.0:
+                    continue
+                nk[k] += g
+                o = count * dp
                 for j in range(d):
-                    s2[k, 0, j] += g * e[j] * e[j]
+                    dr[o + j] = xr[r, j] - shifts[k, j]
+                m = mcount[r]
+                for a in range(m):
+                    j = midx[r, a]
+                    dr[o + j] = means[k, j] - tv[k, r, a] - shifts[k, j]
+                gc[count] = g
+                count += 1
+            _missing_conditionals(precs, k, midx, mcount, nb, gk, diag, s2, work)
+            if count == 0:
+                continue
+            n8 = (count + 7) // 8 * 8
+            for c in range(count, n8):
+                gc[c] = 0.0
+                for j in range(d):
+                    dr[c * dp + j] = 0.0
+            if diag:
+                _rows_diag_update(dr, gc, s1v, s2v, dp, n8)
+                for j in range(d):
+                    s2[k, 0, j] += s2v[j]
+                    s2v[j] = 0.0
             else:
-                for a in range(d):
-                    ga = g * e[a]
-                    for b in range(a + 1):
-                        s2[k, a, b] += ga * e[b]
-            # L⁻¹ (lower triangular), then C = L⁻ᵀ L⁻¹ into the missing block.
-            for a in range(m):
-                inv[a, a] = 1.0 / chol[k, a, a]
-                for b in range(a):
-                    s = 0.0
-                    for c in range(b, a):
-                        s += chol[k, a, c] * inv[c, b]
-                    inv[a, b] = -s / chol[k, a, a]
-            for a in range(m):
-                for b in range(a + 1):
-                    if diag and a != b:
-                        continue
-                    s = 0.0
-                    for c in range(a, m):
-                        s += inv[c, a] * inv[c, b]
-                    if diag:
-                        s2[k, 0, idx[a]] += g * s
-                    else:
-                        s2[k, idx[a], idx[b]] += g * s
+                _rows_outer_update(dr, gc, s1v, s2v, dp, n8)
+                for b in range(d):
+                    for a in range(b, d):
+                        s2[k, a, b] += s2v[b * dp + a]
+                for c in range(dp * dp):
+                    s2v[c] = 0.0
+            for j in range(d):
+                s1[k, j] += s1v[j]
+                s1v[j] = 0.0
     return loglik
 
 
