@@ -133,7 +133,7 @@ def test_statistics_equal_a_row_by_row_reference(
     assert_allclose(got["w"], len(X) if w is None else w.sum(), rtol=1e-13)
 
 
-@pytest.mark.parametrize("d", [12, 20])
+@pytest.mark.parametrize("d", [12, 20, 70])
 @pytest.mark.parametrize("kernel_rows", [8, 10**9])
 @pytest.mark.parametrize("ctype", COVARIANCE_TYPES)
 def test_the_compiled_statistics_equal_numpys(ctype, kernel_rows, d, monkeypatch):
@@ -141,7 +141,8 @@ def test_the_compiled_statistics_equal_numpys(ctype, kernel_rows, d, monkeypatch
         pytest.skip("numba is not installed")
     # Patterns of 8 rows or more grouped (compiled) against NumPy row by row; or
     # every row on its own in both. Up to 16 features the compiled code sorts the
-    # rows by pattern by counting, beyond by merging.
+    # rows by pattern by counting, beyond by merging; beyond 62 (no pattern codes)
+    # NumPy groups the patterns and the compiled kernel takes the other rows.
     monkeypatch.setattr(_missing, "PATTERN_KERNEL_ROWS", kernel_rows)
     rng = np.random.default_rng(8)
     weights, means, cov = _mixture(ctype, k=4, d=d, seed=2)
