@@ -56,7 +56,7 @@ False. Compiled code is cached on disk in a per-user folder, never inside the
 installed package (:func:`cache_dir`: ``$DASKGMM_CACHE_DIR/numba``, by default the
 platform's user cache, e.g. ``~/.cache/daskgmm/numba``); where that folder cannot be
 written the kernels are compiled in memory, with one log line. A first compilation
-takes about 10 s per input dtype; :func:`warm_up` does it before a fit and says so.
+takes 10-20 s per input dtype; :func:`warm_up` does it before a fit and says so.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -244,17 +245,17 @@ def available() -> bool:
 _warm: set[str] = set()
 
 
-def _in_cache() -> bool:
-    """Whether the on-disk cache holds the kernel of this source (a file newer than
+def _in_cache(kernel: str = "_estep") -> bool:
+    """Whether the on-disk cache holds ``kernel`` of this source (a file newer than
     ``_compiled.py``: numba recompiles when the source changes)."""
-    folder = getattr(_estep, "stats", None)
+    folder = getattr(globals()[kernel], "stats", None)
     folder = getattr(folder, "cache_path", None)
     if not folder:
         return False
     source = Path(__file__).stat().st_mtime
     return any(
         index.stat().st_mtime >= source
-        for index in Path(folder).glob("_compiled._estep-*.nbi")
+        for index in Path(folder).glob(f"_compiled.{kernel}-*.nbi")
     )
 
 
@@ -262,7 +263,7 @@ def warm_up(dtype: np.dtype | type = np.float64) -> float:
     """Compile, or load from the cache, the kernel for rows of ``dtype`` in this
     process, before a fit's first pass; the seconds it took.
 
-    The first time on a machine this compiles for about 10 s, and says so in one log
+    The first time on a machine this compiles for 10-20 s, and says so in one log
     line; later the code loads from :func:`cache_dir` in well under a second, which
     processes started afterwards on this machine (the workers of a local cluster)
     then do too instead of compiling one each. 0 without numba.
@@ -274,7 +275,7 @@ def warm_up(dtype: np.dtype | type = np.float64) -> float:
         return 0.0
     tic = time.perf_counter()
     if not _in_cache():
-        logger.info("compiling the EM kernels for this machine (first run only, ~10 s)")
+        logger.info("compiling the EM kernels for this machine (first run only, ~15 s)")
     one = KernelParams(
         covariance_type="diag",
         center=np.zeros(1),
@@ -287,6 +288,52 @@ def warm_up(dtype: np.dtype | type = np.float64) -> float:
     _warm.add(dtype.name)
     seconds = time.perf_counter() - tic
     logger.debug("EM kernels for %s ready in %.2f s", dtype.name, seconds)
+    return seconds
+
+
+def warm_up_missing(dtype: np.dtype | type = np.float64) -> float:
+    """:func:`warm_up` for the kernels of ``nan_policy='marginalize'`` (the rows
+    with missing values): compiled, or loaded from the cache, on a block of two
+    rows; the seconds it took. The first time on a machine this takes about 25 s
+    more, and says so in one log line."""
+    if not available():
+        return 0.0
+    dtype = np.dtype(np.float32 if np.dtype(dtype) == np.float32 else np.float64)
+    key = "missing " + dtype.name
+    if key in _warm:
+        return 0.0
+    tic = time.perf_counter()
+    if not _in_cache("_missing_block"):
+        logger.info(
+            "compiling the kernels for missing values for this machine "
+            "(first run only, ~25 s)"
+        )
+    d = 2
+    eye = np.eye(d)[None]
+    mp = SimpleNamespace(
+        kp=KernelParams(
+            covariance_type="full",
+            center=np.zeros(d),
+            shifts=np.zeros((1, d)),
+            proj=eye,
+            proj_shifts=np.zeros((1, d)),
+            log_norm=np.zeros(1),
+        ),
+        means=np.zeros((1, d)),
+        covariances=eye,
+        log_weights=np.zeros(1),
+        shifts=np.zeros((1, d)),
+        precisions=eye,
+        whiteners=eye,
+        log_det_precisions=np.zeros(1),
+    )
+    X = np.array([[np.nan, 1.0], [0.5, np.nan]], dtype=dtype)
+    missing_block_statistics(X, row_codes(X), mp, 0, None, 1)
+    args = (mp.means, eye, eye, mp.log_det_precisions, mp.log_weights, mp.shifts)
+    missing_rows_statistics(X, None, *args, "full")
+    _warm.add(key)
+    seconds = time.perf_counter() - tic
+    logger.debug("missing-value kernels for %s ready in %.2f s", dtype.name, seconds)
     return seconds
 
 

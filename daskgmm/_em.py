@@ -205,6 +205,8 @@ class DataPasses:
                 client = active_client()
                 if client is None or workers_on_this_machine(client):
                     self.compile_seconds = _compiled.warm_up(self.X.dtype)
+                    if self.nan_policy == "marginalize":
+                        self.compile_seconds += _compiled.warm_up_missing(self.X.dtype)
         return self._estep
 
     def estep_call(

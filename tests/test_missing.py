@@ -572,3 +572,33 @@ def test_k_pod_fills_missing_values_from_the_centres():
     assert lloyd(rows, centres)[0, 1] == pytest.approx(5.0 / 3)
     filled = fill_from_centers(rows, missing, got)
     assert_allclose(filled[4], [0.1, 0.0], atol=0.05)
+
+
+def test_a_marginalizing_fit_readies_the_missing_value_kernels_and_says_so(
+    monkeypatch, caplog
+):
+    if not _compiled.available():
+        pytest.skip("numba is not installed")
+    from daskgmm import GaussianMixture
+
+    # As on a machine whose cache holds the EM kernels but not these.
+    monkeypatch.setattr(_compiled, "_warm", set())
+    monkeypatch.setattr(
+        _compiled, "_in_cache", lambda kernel="_estep": kernel == "_estep"
+    )
+    X = _missing_data(n=600)
+
+    def fit_messages() -> list[str]:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="daskgmm"):
+            GaussianMixture(
+                2, kernel="compiled", nan_policy="marginalize", random_state=0
+            ).fit(X)
+        return [r.getMessage() for r in caplog.records if "compiling" in r.getMessage()]
+
+    assert fit_messages() == [
+        "compiling the kernels for missing values for this machine "
+        "(first run only, ~25 s)"
+    ]
+    assert {"float64", "missing float64"} <= _compiled._warm
+    assert fit_messages() == []  # once per process
