@@ -259,6 +259,29 @@ def _in_cache(kernel: str = "_estep") -> bool:
     )
 
 
+def _warm_once(key: str, kernel: str, what: str, about: str, run: Callable) -> float:
+    """``run()`` once per process under ``key`` (compiling, or loading from the
+    cache, the kernels it calls), with one log line when ``kernel`` is not in the
+    cache; the seconds it took, 0 when already done or without numba."""
+    if not available() or key in _warm:
+        return 0.0
+    tic = time.perf_counter()
+    if not _in_cache(kernel):
+        logger.info(
+            "compiling the %s for this machine (first run only, %s)", what, about
+        )
+    run()
+    _warm.add(key)
+    seconds = time.perf_counter() - tic
+    logger.debug("%s (%s) ready in %.2f s", what, key, seconds)
+    return seconds
+
+
+def _row_dtype(dtype: np.dtype | type) -> np.dtype:
+    """The dtype the kernels are compiled for, for rows of ``dtype``."""
+    return np.dtype(np.float32 if np.dtype(dtype) == np.float32 else np.float64)
+
+
 def warm_up(dtype: np.dtype | type = np.float64) -> float:
     """Compile, or load from the cache, the kernel for rows of ``dtype`` in this
     process, before a fit's first pass; the seconds it took.
@@ -268,14 +291,7 @@ def warm_up(dtype: np.dtype | type = np.float64) -> float:
     processes started afterwards on this machine (the workers of a local cluster)
     then do too instead of compiling one each. 0 without numba.
     """
-    if not available():
-        return 0.0
-    dtype = np.dtype(np.float32 if np.dtype(dtype) == np.float32 else np.float64)
-    if dtype.name in _warm:
-        return 0.0
-    tic = time.perf_counter()
-    if not _in_cache():
-        logger.info("compiling the EM kernels for this machine (first run only, ~15 s)")
+    dtype = _row_dtype(dtype)
     one = KernelParams(
         covariance_type="diag",
         center=np.zeros(1),
@@ -284,57 +300,53 @@ def warm_up(dtype: np.dtype | type = np.float64) -> float:
         proj_shifts=np.zeros((1, 1)),
         log_norm=np.zeros(1),
     )
-    _run(np.zeros((1, 1), dtype=dtype), one, 0, None, _SOFT)
-    _warm.add(dtype.name)
-    seconds = time.perf_counter() - tic
-    logger.debug("EM kernels for %s ready in %.2f s", dtype.name, seconds)
-    return seconds
+    return _warm_once(
+        dtype.name,
+        "_estep",
+        "EM kernels",
+        "~15 s",
+        lambda: _run(np.zeros((1, 1), dtype=dtype), one, 0, None, _SOFT),
+    )
 
 
 def warm_up_missing(dtype: np.dtype | type = np.float64) -> float:
     """:func:`warm_up` for the kernels of ``nan_policy='marginalize'`` (the rows
-    with missing values): compiled, or loaded from the cache, on a block of two
-    rows; the seconds it took. The first time on a machine this takes about 25 s
-    more, and says so in one log line."""
-    if not available():
-        return 0.0
-    dtype = np.dtype(np.float32 if np.dtype(dtype) == np.float32 else np.float64)
-    key = "missing " + dtype.name
-    if key in _warm:
-        return 0.0
-    tic = time.perf_counter()
-    if not _in_cache("_missing_block"):
-        logger.info(
-            "compiling the kernels for missing values for this machine "
-            "(first run only, ~25 s)"
-        )
+    with missing values), on a block of two rows. The first time on a machine this
+    takes about 25 s more, and says so in one log line."""
     d = 2
     eye = np.eye(d)[None]
+    zeros = np.zeros((1, d))
     mp = SimpleNamespace(
         kp=KernelParams(
             covariance_type="full",
             center=np.zeros(d),
-            shifts=np.zeros((1, d)),
+            shifts=zeros,
             proj=eye,
-            proj_shifts=np.zeros((1, d)),
+            proj_shifts=zeros,
             log_norm=np.zeros(1),
         ),
-        means=np.zeros((1, d)),
+        means=zeros,
         covariances=eye,
         log_weights=np.zeros(1),
-        shifts=np.zeros((1, d)),
+        shifts=zeros,
         precisions=eye,
         whiteners=eye,
         log_det_precisions=np.zeros(1),
     )
-    X = np.array([[np.nan, 1.0], [0.5, np.nan]], dtype=dtype)
-    missing_block_statistics(X, row_codes(X), mp, 0, None, 1)
-    args = (mp.means, eye, eye, mp.log_det_precisions, mp.log_weights, mp.shifts)
-    missing_rows_statistics(X, None, *args, "full")
-    _warm.add(key)
-    seconds = time.perf_counter() - tic
-    logger.debug("missing-value kernels for %s ready in %.2f s", dtype.name, seconds)
-    return seconds
+    X = np.array([[np.nan, 1.0], [0.5, np.nan]], dtype=_row_dtype(dtype))
+
+    def run() -> None:
+        missing_block_statistics(X, row_codes(X), mp, 0, None, 1)
+        args = (zeros, eye, eye, np.zeros(1), np.zeros(1), zeros)
+        missing_rows_statistics(X, None, *args, "full")
+
+    return _warm_once(
+        "missing " + X.dtype.name,
+        "_missing_block",
+        "kernels for missing values",
+        "~25 s",
+        run,
+    )
 
 
 ###############################################################################
@@ -1563,11 +1575,11 @@ def _missing_ldl(precs, k, idx, m, lmat, dd, dinv):
 @_jit
 def _missing_solves(precs, k, midx, mcount, run, nb, rt, tv, det, log_part, quad, work):
     """Per row of the tile, for component ``k``: the factors of ``P_mm`` (by
-    :func:`_missing_ldl`'s steps, or the previous row's in the same ``run`` of a
-    pattern; ``det Δ`` into ``det`` and ``log_part``), ``t = P_mm⁻¹
-    r_m`` into ``tv[k, r]`` (``r_m``: the missing features of ``rt``) and ``quad
-    −= r_mᵀ t = Σ y²/Δ`` with ``y = L⁻¹ r_m``; rows with 1 and 2 missing values
-    by the same steps written out. ``work``: (d + 3, d) scratch."""
+    :func:`_missing_ldl`, or the previous row's in the same ``run`` of a pattern;
+    ``det Δ`` into ``det`` and ``log_part``), ``t = P_mm⁻¹ r_m`` into ``tv[k, r]``
+    (``r_m``: the missing features of ``rt``) and ``quad −= r_mᵀ t = Σ y²/Δ`` with
+    ``y = L⁻¹ r_m``; rows with 1 and 2 missing values by the same steps written
+    out. ``work``: (d + 3, d) scratch."""
     d = rt.shape[0]
     lmat = work[:d]
     dinv = work[d]
@@ -1603,28 +1615,7 @@ def _missing_solves(precs, k, midx, mcount, run, nb, rt, tv, det, log_part, quad
             det[r] = det[r - 1]
             log_part[r] = log_part[r - 1]
         else:
-            # The steps of _missing_ldl, written out: a call per row and component
-            # took a fifth of this function's time (16 features, 10% missing).
-            factor = 1.0
-            logp = 0.0
-            for a in range(m):
-                ia = idx[a]
-                for b in range(a):
-                    v = precs[k, ia, idx[b]]
-                    for c in range(b):
-                        v -= lmat[a, c] * lmat[b, c] * dd[c]
-                    lmat[a, b] = v * dinv[b]
-                v = precs[k, ia, ia]
-                for c in range(a):
-                    v -= lmat[a, c] * lmat[a, c] * dd[c]
-                dd[a] = v
-                dinv[a] = 1.0 / v
-                factor *= v
-                if not 1e-150 < factor < 1e150:
-                    logp += np.log(factor)
-                    factor = 1.0
-            det[r] = factor
-            log_part[r] = logp
+            det[r], log_part[r] = _missing_ldl(precs, k, idx, m, lmat, dd, dinv)
         correction = 0.0
         for a in range(m):
             s = rt[idx[a], r]
@@ -1772,7 +1763,9 @@ def _missing_rows(
     tile = min(MISSING_TILE_ROWS, max(8, tile))
     xt = np.zeros((d, tile))
     ob = np.zeros((d, tile))
-    xr = np.zeros((tile, d))
+    xr = np.zeros((tile, dp))  # rows padded to whole vectors, as ``dr``
+    shifts_p = np.zeros((k_count, dp))
+    shifts_p[:, :d] = shifts
     wt = np.zeros(tile)
     order = _by_missing_count(X)
     dt = np.zeros((d, tile))
@@ -1820,29 +1813,22 @@ def _missing_rows(
                 )
         loglik += _missing_responsibilities(lp, wt, nb, top, ssum, ws, gk)
         for k in range(k_count):
+            # x − shift of the rows with γ ≠ 0 to consecutive rows of ``dr``, the
+            # missing values then completed: x̂_m − shift_m = μ_m − t − shift_m.
+            n8 = _rows_compact(xr.ravel(), gk[k], shifts_p[k], dr, gc, nb)
             count = 0
             for r in range(nb):
                 g = gk[k, r]
                 if g == 0.0:
                     continue
                 nk[k] += g
-                o = count * dp
-                for j in range(d):
-                    dr[o + j] = xr[r, j] - shifts[k, j]
-                m = mcount[r]
-                for a in range(m):
+                for a in range(mcount[r]):
                     j = midx[r, a]
-                    dr[o + j] = means[k, j] - tv[k, r, a] - shifts[k, j]
-                gc[count] = g
+                    dr[count * dp + j] = means[k, j] - tv[k, r, a] - shifts[k, j]
                 count += 1
             _missing_conditionals(precs, k, midx, mcount, run, nb, gk, diag, s2, work)
             if count == 0:
                 continue
-            n8 = (count + 7) // 8 * 8
-            for c in range(count, n8):
-                gc[c] = 0.0
-                for j in range(d):
-                    dr[c * dp + j] = 0.0
             if diag:
                 _rows_diag_update(dr, gc, s1v, s2v, dp, n8)
                 for j in range(d):
